@@ -1,0 +1,188 @@
+"""Digests: the two names of every blob, computed in one streaming pass.
+
+A blob is identified by its sha256 and always carries its blake3 (256-bit)
+and size (DESIGN section 1). ``DualHasher`` feeds each buffer to both hash
+functions exactly once; for large buffers sha256 runs on a worker thread
+while blake3 runs on the caller's, since both release the GIL, so the pair
+costs about as much as sha256 alone. ``Digest`` is the typed value: parsed
+from and formatted as ``sha256:<hex>`` / ``blake3:<hex>``, validated for
+length and alphabet, compared in constant time.
+
+This module does no I/O of its own; callers decide where bytes come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Self
+
+import blake3
+
+from artifactstore.errors import InvalidDigestError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Iterable
+
+__all__ = [
+    "DIGEST_BYTES",
+    "Algorithm",
+    "BlobDigests",
+    "Digest",
+    "DualHasher",
+    "hash_bytes",
+]
+
+Algorithm = Literal["sha256", "blake3"]
+ALGORITHMS: tuple[Algorithm, ...] = ("sha256", "blake3")
+DIGEST_BYTES = 32
+_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+# Below this size the thread hand-off costs more than it saves.
+PARALLEL_THRESHOLD_BYTES = 256 * 1024
+
+_sha_pool_lock = threading.Lock()
+_sha_pool: ThreadPoolExecutor | None = None
+
+
+def _sha_executor() -> ThreadPoolExecutor:
+    """Return the process-wide pool that runs sha256 beside blake3."""
+    global _sha_pool  # noqa: PLW0603 - one lazily created pool per process
+    with _sha_pool_lock:
+        if _sha_pool is None:
+            _sha_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sha256")
+        return _sha_pool
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One 256-bit digest with its algorithm; the text form is ``alg:<64 hex>``."""
+
+    algorithm: Algorithm
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidDigestError(f"unknown digest algorithm {self.algorithm!r}")
+        if len(self.raw) != DIGEST_BYTES:
+            raise InvalidDigestError(
+                f"{self.algorithm} digest must be {DIGEST_BYTES} bytes, got {len(self.raw)}"
+            )
+
+    @classmethod
+    def parse(cls, text: str, *, algorithm: Algorithm | None = None) -> Self:
+        """Parse ``alg:<hex>``; with ``algorithm`` given, a bare hex string is accepted too.
+
+        Raises:
+            InvalidDigestError: unknown algorithm, wrong length or non-lowercase-hex.
+        """
+        alg, sep, hexpart = text.partition(":")
+        if not sep:
+            if algorithm is None:
+                raise InvalidDigestError(f"digest {text[:80]!r} lacks an 'algorithm:' prefix")
+            alg, hexpart = algorithm, text
+        if alg not in ALGORITHMS:
+            raise InvalidDigestError(f"unknown digest algorithm {alg[:20]!r}")
+        if algorithm is not None and alg != algorithm:
+            raise InvalidDigestError(f"expected a {algorithm} digest, got {alg}")
+        return cls.from_hex(alg, hexpart)
+
+    @classmethod
+    def from_hex(cls, algorithm: Algorithm, hexpart: str) -> Self:
+        """Build from 64 lowercase hex characters; anything else is refused."""
+        if not _HEX_RE.fullmatch(hexpart):
+            raise InvalidDigestError(
+                f"{algorithm} digest must be 64 lowercase hex characters",
+                value=hexpart[:80],
+            )
+        return cls(algorithm, bytes.fromhex(hexpart))
+
+    @property
+    def hex(self) -> str:
+        """The 64 lowercase hex characters."""
+        return self.raw.hex()
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.raw.hex()}"
+
+    def matches(self, other: Digest) -> bool:
+        """Constant-time equality, for comparing against a caller's expectation."""
+        return self.algorithm == other.algorithm and hmac.compare_digest(self.raw, other.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDigests:
+    """What one pass over a blob yields: both digests and the byte count."""
+
+    sha256: Digest
+    blake3: Digest
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.sha256.algorithm != "sha256" or self.blake3.algorithm != "blake3":
+            raise InvalidDigestError("BlobDigests needs a sha256 and a blake3 digest")
+        if self.size < 0:
+            raise InvalidDigestError("size cannot be negative")
+
+
+class DualHasher:
+    """sha256 and blake3 over the same bytes, each byte hashed once by each.
+
+    Not thread-safe: one stream, one hasher. ``update`` may be called from a
+    worker thread (``asyncio.to_thread``) to keep an event loop free.
+    """
+
+    __slots__ = ("_blake3", "_sha256", "_size")
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._blake3 = blake3.blake3()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes hashed so far."""
+        return self._size
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed ``data`` to both hashes; large buffers hash on two threads at once."""
+        n = len(data)
+        if n >= PARALLEL_THRESHOLD_BYTES:
+            future = _sha_executor().submit(self._sha256.update, data)
+            self._blake3.update(data)
+            future.result()
+        elif n:
+            self._sha256.update(data)
+            self._blake3.update(data)
+        self._size += n
+
+    def result(self) -> BlobDigests:
+        """The digests of everything fed so far (the hasher stays usable)."""
+        return BlobDigests(
+            sha256=Digest("sha256", self._sha256.digest()),
+            blake3=Digest("blake3", self._blake3.digest()),
+            size=self._size,
+        )
+
+    def hash_iter(self, chunks: Iterable[bytes]) -> BlobDigests:
+        """Feed every chunk and return the result."""
+        for chunk in chunks:
+            self.update(chunk)
+        return self.result()
+
+    async def hash_aiter(self, chunks: AsyncIterable[bytes]) -> BlobDigests:
+        """Feed every chunk of an async stream (hashing inline) and return the result."""
+        async for chunk in chunks:
+            self.update(chunk)
+        return self.result()
+
+
+def hash_bytes(data: bytes) -> BlobDigests:
+    """Digests of an in-memory byte string (small data: manifests, tests)."""
+    hasher = DualHasher()
+    hasher.update(data)
+    return hasher.result()
