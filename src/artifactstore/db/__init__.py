@@ -1,0 +1,1 @@
+"""Database access: table definitions, engines, migrations and the embedded cluster."""
