@@ -1,8 +1,8 @@
-"""initial schema: event log, views, upload sessions, block store
+"""Initial schema: event log (append-only), views, upload sessions, block store.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 16:22:40.199288
+Create Date: 2026-11-21 16:26:47.046020
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ def upgrade() -> None:
     )
     op.create_table(
         "package_files",
-        sa.Column("package", sa.Text(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
-        sa.Column("version", sa.Text(), nullable=False),
-        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("package", sa.Text(collation="C"), nullable=False),
+        sa.Column("key", sa.Text(collation="C"), nullable=False),
+        sa.Column("version", sa.Text(collation="C"), nullable=False),
+        sa.Column("path", sa.Text(collation="C"), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.LargeBinary(), nullable=False),
         sa.Column("blake3", sa.LargeBinary(), nullable=False),
@@ -102,8 +102,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "package_versions",
-        sa.Column("package", sa.Text(), nullable=False),
-        sa.Column("version", sa.Text(), nullable=False),
+        sa.Column("package", sa.Text(collation="C"), nullable=False),
+        sa.Column("version", sa.Text(collation="C"), nullable=False),
         sa.Column("manifest_sha256", sa.LargeBinary(), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_seq", sa.BigInteger(), nullable=False),
@@ -119,7 +119,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "packages",
-        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(collation="C"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_seq", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

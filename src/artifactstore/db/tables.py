@@ -88,7 +88,7 @@ storage_locations = sa.Table(
 packages = sa.Table(
     "packages",
     metadata,
-    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text(collation="C"), primary_key=True),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("created_seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
@@ -98,8 +98,8 @@ packages = sa.Table(
 package_versions = sa.Table(
     "package_versions",
     metadata,
-    sa.Column("package", sa.Text, primary_key=True),
-    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("package", sa.Text(collation="C"), primary_key=True),
+    sa.Column("version", sa.Text(collation="C"), primary_key=True),
     sa.Column("manifest_sha256", sa.LargeBinary, nullable=False),
     sa.Column("published_at", TZ, nullable=False),
     sa.Column("published_seq", sa.BigInteger, nullable=False),
@@ -116,12 +116,12 @@ package_versions = sa.Table(
 package_files = sa.Table(
     "package_files",
     metadata,
-    sa.Column("package", sa.Text, primary_key=True),
+    sa.Column("package", sa.Text(collation="C"), primary_key=True),
     # "<version>/<path>": the S3 gateway's object key; keyset-paginated listings
     # walk this primary key index, so a page costs the same at any table size.
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("version", sa.Text, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("key", sa.Text(collation="C"), primary_key=True),
+    sa.Column("version", sa.Text(collation="C"), nullable=False),
+    sa.Column("path", sa.Text(collation="C"), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.LargeBinary, nullable=False),
     sa.Column("blake3", sa.LargeBinary, nullable=False),

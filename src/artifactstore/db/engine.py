@@ -1,0 +1,118 @@
+"""Opening the registry's database: an external URL or the embedded cluster.
+
+``open_database`` is the one way in: with ``database.url`` set it connects
+there and checks the schema is current; without it, it starts (or joins) the
+embedded cluster under the data dir and migrates it automatically (DESIGN
+section 7). ``Database.aclose`` disposes the pool and releases the cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from artifactstore.errors import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from artifactstore.config import Settings
+    from artifactstore.db.embedded import EmbeddedPostgres
+
+__all__ = ["Database", "create_engine", "open_database", "schema_is_current"]
+
+POOL_SIZE = 10
+
+
+def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
+    """An asyncpg engine with pre-ping, sized for one process."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """True when the database is at the newest migration."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - only needed here
+
+    from artifactstore.db.migrate import script_location  # noqa: PLC0415
+
+    head = ScriptDirectory(str(script_location())).get_current_head()
+    async with engine.connect() as conn:
+        exists = await conn.scalar(sa.text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not exists:
+            return False
+        current = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    return bool(current == head)
+
+
+@dataclass
+class Database:
+    """An open engine, its URL, and the embedded cluster it holds (if any)."""
+
+    engine: AsyncEngine
+    url: str
+    embedded: EmbeddedPostgres | None = None
+
+    async def aclose(self) -> None:
+        """Dispose the pool and release the embedded cluster (stopping it if last)."""
+        await self.engine.dispose()
+        if self.embedded is not None:
+            self.embedded.release()
+            self.embedded = None
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def open_database(settings: Settings, *, migrate: bool | None = None) -> Database:
+    """Connect to the configured database, starting the embedded one if none is set.
+
+    ``migrate`` defaults to True for the embedded cluster and False for an
+    external server, whose schema must already be current
+    (``artifactstore db upgrade``).
+
+    Raises:
+        DatabaseUnavailableError: unreachable, or the schema is behind.
+    """
+    from artifactstore.db.migrate import aupgrade  # noqa: PLC0415 - alembic loads lazily
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.database.url:
+        url = settings.database.url
+    else:
+        from artifactstore.db.embedded import EmbeddedPostgres  # noqa: PLC0415
+
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = embedded.start()
+    do_migrate = (embedded is not None) if migrate is None else migrate
+    engine = create_engine(url)
+    try:
+        if do_migrate:
+            await aupgrade(url)
+        elif not await schema_is_current(engine):
+            raise DatabaseUnavailableError(
+                "the database schema is not current; run `artifactstore db upgrade`"
+            )
+    except OSError as exc:
+        await engine.dispose()
+        if embedded is not None:
+            embedded.release()
+        raise DatabaseUnavailableError(f"cannot reach the database: {exc}") from exc
+    except BaseException:
+        await engine.dispose()
+        if embedded is not None:
+            embedded.release()
+        raise
+    return Database(engine=engine, url=url, embedded=embedded)

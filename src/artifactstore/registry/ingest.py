@@ -1,0 +1,132 @@
+"""Ingest: bytes in, digests checked, copies stored, ``v1.blob.stored`` recorded.
+
+Every blob passes through a staged file under ``<data_dir>/staging``:
+received bytes are written there while both digests are computed, each byte
+hashed once (sha256 on a worker thread beside blake3 and the write). Only
+when the digests are known - and match what the caller expected - do the
+bytes move into the backends, atomically; the local backend takes the staged
+file by rename. A mismatch deletes the staged file and records nothing.
+
+Staged files survive a crash; upload sessions resume from them (see
+``registry.uploads``). Stray staged files of a crashed ingest are removed by
+``Staging.sweep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from artifactstore.digests import BlobDigests, Digest, DualHasher
+from artifactstore.errors import DigestMismatchError, SizeMismatchError, TooLargeError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
+__all__ = ["Expected", "Staging", "check_expected", "write_chunk"]
+
+STAGING_PREFIX = "ingest-"
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the caller claims about the bytes; every given field is checked."""
+
+    sha256: Digest | None = None
+    blake3: Digest | None = None
+    size: int | None = None
+
+
+def check_expected(actual: BlobDigests, expected: Expected) -> None:
+    """Compare computed digests with the caller's claims.
+
+    Raises:
+        SizeMismatchError: the byte count differs.
+        DigestMismatchError: a digest differs; ``detail`` has expected and actual.
+    """
+    if expected.size is not None and expected.size != actual.size:
+        raise SizeMismatchError(
+            f"expected {expected.size} bytes, received {actual.size}",
+            expected=expected.size,
+            actual=actual.size,
+        )
+    for claimed, got in ((expected.sha256, actual.sha256), (expected.blake3, actual.blake3)):
+        if claimed is not None and not claimed.matches(got):
+            raise DigestMismatchError(
+                f"{got.algorithm} mismatch: expected {claimed.hex}, computed {got.hex}",
+                algorithm=got.algorithm,
+                expected=str(claimed),
+                actual=str(got),
+            )
+
+
+def write_chunk(hasher: DualHasher, fh: IO[bytes], chunk: bytes) -> None:
+    """Hash ``chunk`` and append it to ``fh`` (run on a worker thread).
+
+    sha256 and blake3 run on two threads inside ``DualHasher.update``; the
+    write happens after, still off the event loop.
+    """
+    hasher.update(chunk)
+    fh.write(chunk)
+
+
+class Staging:
+    """The directory of staged bytes: same filesystem as the local backend by default."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def new_path(self, prefix: str = STAGING_PREFIX) -> Path:
+        """A fresh, unused path inside the staging directory."""
+        return self.root / f"{prefix}{uuid.uuid4().hex}"
+
+    async def stage_stream(
+        self, chunks: AsyncIterable[bytes], *, max_size: int, path: Path | None = None
+    ) -> tuple[Path, BlobDigests]:
+        """Write a stream to a new staged file, hashing as it goes, and fsync it.
+
+        Raises:
+            TooLargeError: the stream exceeds ``max_size`` (the file is removed).
+        """
+        target = path or self.new_path()
+        hasher = DualHasher()
+        try:
+            with target.open("xb") as fh:
+                async for chunk in chunks:
+                    if hasher.size + len(chunk) > max_size:
+                        raise TooLargeError(
+                            f"blob exceeds the limit of {max_size} bytes", limit=max_size
+                        )
+                    await asyncio.to_thread(write_chunk, hasher, fh, chunk)
+                await asyncio.to_thread(_flush, fh)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target, hasher.result()
+
+    def sweep(self, *, older_than_seconds: float, prefix: str = STAGING_PREFIX) -> int:
+        """Remove staged files of crashed ingests untouched for a while; returns how many.
+
+        The age guard keeps a concurrent process's ingest in progress safe.
+        """
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self.root.glob(f"{prefix}*"):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def _flush(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
