@@ -9,7 +9,7 @@ section 7). ``Database.aclose`` disposes the pool and releases the cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -64,7 +64,7 @@ class Database:
             self.embedded.release()
             self.embedded = None
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

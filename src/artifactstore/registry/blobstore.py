@@ -70,7 +70,9 @@ class BlobStore:
         try:
             return self.backends[name]
         except KeyError:
-            raise ConfigError(f"no storage backend named {name!r}", key="storage.backends") from None
+            raise ConfigError(
+                f"no storage backend named {name!r}", key="storage.backends"
+            ) from None
 
     def targets(self, *, producer: str | None, retention_class: str | None) -> tuple[str, ...]:
         """The backends a new blob goes to: the first matching route's, else the default."""
@@ -123,7 +125,9 @@ class BlobStore:
             backends=names,
         ) from last_error
 
-    async def copy(self, sha256: Digest, expected: BlobDigests, source: str, target: str) -> ObjectInfo:
+    async def copy(
+        self, sha256: Digest, expected: BlobDigests, source: str, target: str
+    ) -> ObjectInfo:
         """Stream a copy from ``source`` to ``target``, re-hashing on the way.
 
         The bytes are checked against ``expected`` before the target's write

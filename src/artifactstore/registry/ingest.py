@@ -19,7 +19,6 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from artifactstore.digests import BlobDigests, Digest, DualHasher
@@ -27,6 +26,7 @@ from artifactstore.errors import DigestMismatchError, SizeMismatchError, TooLarg
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
+    from pathlib import Path
 
 __all__ = ["Expected", "Staging", "check_expected", "write_chunk"]
 

@@ -16,8 +16,8 @@ __all__ = [
     "BlobRecord",
     "FileRecord",
     "LocationRecord",
-    "Page",
     "PackageRecord",
+    "Page",
     "PublishResult",
     "VersionRecord",
 ]

@@ -1,0 +1,474 @@
+"""The registry's use cases as one Python API: ingest, publish, yank, and look-ups.
+
+No HTTP and no S3 vocabulary here: the REST API, the S3 gateway and the CLI
+all call this. Errors are the typed exceptions of ``artifactstore.errors``;
+each edge maps them to its own statuses. Every state change is an event
+recorded through ``journal.record``, in the same transaction as its views.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+import sqlalchemy as sa
+
+from artifactstore.db.tables import blobs, storage_locations
+from artifactstore.digests import BlobDigests, Digest, hash_bytes
+from artifactstore.errors import (
+    BlobNotFoundError,
+    ManifestError,
+    MissingBlobsError,
+    VersionConflictError,
+)
+from artifactstore.events import BlobStored, EventPayload, PackagePublished, PackageYanked
+from artifactstore.manifest import Manifest, decode_manifest, encode_manifest
+from artifactstore.registry import queries
+from artifactstore.registry.blobstore import BlobStore
+from artifactstore.registry.ingest import Expected, Staging, check_expected
+from artifactstore.registry.journal import record
+from artifactstore.registry.records import (
+    BlobRecord,
+    FileRecord,
+    PackageRecord,
+    Page,
+    PublishResult,
+    VersionRecord,
+)
+from artifactstore.views import LocationState
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator, Iterable
+    from pathlib import Path
+
+    from artifactstore.config import Settings
+    from artifactstore.db.engine import Database
+    from artifactstore.storage.spi import ByteRange, ObjectStream
+
+__all__ = ["Registry"]
+
+SYSTEM_ACTOR = "system"
+_IN_BATCH = 1000
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class Registry:
+    """The registry over one database and one set of storage backends."""
+
+    def __init__(self, settings: Settings, database: Database, store: BlobStore) -> None:
+        self.settings = settings
+        self.database = database
+        self.engine = database.engine
+        self.store = store
+        self.staging = Staging(settings.staging_dir)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool | None = None) -> Self:
+        """Open the database (embedded or configured) and every configured backend."""
+        from artifactstore.db.engine import open_database  # noqa: PLC0415 - avoids a cycle
+        from artifactstore.storage.factory import open_backends  # noqa: PLC0415
+
+        database = await open_database(settings, migrate=migrate)
+        try:
+            storage = settings.effective_storage
+            backends = await open_backends(storage, database_url=database.url)
+        except BaseException:
+            await database.aclose()
+            raise
+        registry = cls(settings, database, BlobStore(database.engine, backends, storage))
+        registry.staging.sweep(older_than_seconds=STALE_STAGING_SECONDS)
+        return registry
+
+    async def aclose(self) -> None:
+        """Close the backends and the database."""
+        await self.store.aclose()
+        await self.database.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- blobs ---------------------------------------------------------------
+
+    async def blob(self, sha256: Digest) -> BlobRecord:
+        """The blob and its copies.
+
+        Raises:
+            BlobNotFoundError: never stored.
+        """
+        async with self.engine.connect() as conn:
+            return await queries.get_blob(conn, sha256)
+
+    async def find_blob(self, sha256: Digest) -> BlobRecord | None:
+        """The blob if it has at least one readable copy, else None."""
+        try:
+            found = await self.blob(sha256)
+        except BlobNotFoundError:
+            return None
+        readable = any(loc.state in LocationState.READABLE for loc in found.locations)
+        return found if readable else None
+
+    async def open_blob(self, sha256: Digest, byte_range: ByteRange | None = None) -> ObjectStream:
+        """Open a streamed read of a blob from its first readable copy.
+
+        Raises:
+            BlobNotFoundError, InvalidRangeError, BackendUnavailableError.
+        """
+        return await self.store.open(sha256, byte_range)
+
+    async def ingest(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected: Expected | None = None,
+        producer: str | None = None,
+        retention_class: str | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> BlobRecord:
+        """Store a blob from a stream, checking it against ``expected``.
+
+        Deduplicated: when ``expected.sha256`` names a blob already held on
+        every routed backend, the stream is not read. A digest or size
+        mismatch stores nothing and records nothing.
+
+        Raises:
+            DigestMismatchError, SizeMismatchError, TooLargeError.
+        """
+        expected = expected or Expected()
+        targets = self.store.targets(producer=producer, retention_class=retention_class)
+        if expected.sha256 is not None:
+            existing = await self._held_on(expected.sha256, targets)
+            if existing is not None:
+                check_expected(
+                    BlobDigests(existing.sha256, existing.blake3, existing.size),
+                    Expected(expected.sha256, expected.blake3, expected.size),
+                )
+                return existing
+        path, digests = await self.staging.stage_stream(
+            chunks, max_size=self.settings.uploads.max_blob_bytes
+        )
+        return await self.store_staged(
+            path, digests, expected=expected, targets=targets, actor=actor
+        )
+
+    async def ingest_bytes(
+        self,
+        data: bytes,
+        *,
+        producer: str | None = None,
+        retention_class: str | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> BlobRecord:
+        """Store a small in-memory blob (manifests, tests)."""
+        digests = hash_bytes(data)
+        return await self.ingest(
+            _one_chunk(data),
+            expected=Expected(digests.sha256, digests.blake3, digests.size),
+            producer=producer,
+            retention_class=retention_class,
+            actor=actor,
+        )
+
+    async def _held_on(self, sha256: Digest, targets: Iterable[str]) -> BlobRecord | None:
+        found = await self.find_blob(sha256)
+        if found is None:
+            return None
+        readable = {loc.backend for loc in found.locations if loc.state in LocationState.READABLE}
+        return found if set(targets) <= readable else None
+
+    async def store_staged(
+        self,
+        path: Path,
+        digests: BlobDigests,
+        *,
+        expected: Expected,
+        targets: tuple[str, ...],
+        actor: str,
+    ) -> BlobRecord:
+        """Move a staged, hashed file into every target backend and record each copy.
+
+        The staged file is consumed (renamed into the last backend that needs
+        it, where the backend allows) or removed. Copies that already exist
+        are not written again.
+
+        Raises:
+            DigestMismatchError, SizeMismatchError: nothing stored, file removed.
+        """
+        try:
+            check_expected(digests, expected)
+            sha = digests.sha256
+            async with self.engine.connect() as conn:
+                readable = set(await self.store.readable_backends(conn, sha))
+            todo = []
+            for name in targets:
+                if name in readable and await self.store.backend(name).head(sha) is not None:
+                    continue
+                todo.append(name)
+            stored: list[EventPayload] = []
+            for i, name in enumerate(todo):
+                info = await self.store.backend(name).put_file(
+                    sha, path, consume=i == len(todo) - 1
+                )
+                stored.append(
+                    BlobStored(
+                        sha256=sha.raw,
+                        blake3=digests.blake3.raw,
+                        size=digests.size,
+                        backend=name,
+                        key=info.key,
+                    )
+                )
+        finally:
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata call
+        if stored:
+            async with self.engine.begin() as conn:
+                await record(conn, stored, actor=actor)
+        return await self.blob(sha)
+
+    async def ensure_copies(
+        self, shas: Iterable[Digest], targets: tuple[str, ...], *, actor: str
+    ) -> int:
+        """Give each blob a readable copy on every target backend; returns copies made.
+
+        Missing copies are streamed from an existing copy and re-hashed on
+        the way (``BlobStore.copy``).
+
+        Raises:
+            BlobNotFoundError: a blob has no readable copy to copy from.
+            DigestMismatchError: the source copy is corrupt (nothing stored).
+        """
+        unique = {s.raw: s for s in shas}
+        have: dict[bytes, set[str]] = {raw: set() for raw in unique}
+        sizes: dict[bytes, BlobDigests] = {}
+        async with self.engine.connect() as conn:
+            raws = list(unique)
+            for start in range(0, len(raws), _IN_BATCH):
+                batch = raws[start : start + _IN_BATCH]
+                rows = await conn.execute(
+                    sa.select(
+                        blobs.c.sha256, blobs.c.blake3, blobs.c.size, storage_locations.c.backend
+                    )
+                    .join(storage_locations, storage_locations.c.sha256 == blobs.c.sha256)
+                    .where(
+                        blobs.c.sha256.in_(batch),
+                        storage_locations.c.state.in_(LocationState.READABLE),
+                    )
+                )
+                for r in rows:
+                    raw = bytes(r.sha256)
+                    have[raw].add(r.backend)
+                    sizes[raw] = BlobDigests(
+                        Digest("sha256", raw), Digest("blake3", bytes(r.blake3)), r.size
+                    )
+        made = 0
+        for raw, backends_with_copy in have.items():
+            missing_targets = [t for t in targets if t not in backends_with_copy]
+            if not missing_targets:
+                continue
+            sha = unique[raw]
+            sources = sorted(b for b in backends_with_copy if b in self.store.backends)
+            if not sources:
+                raise BlobNotFoundError(f"no readable copy of {sha} to copy", sha256=sha.hex)
+            for target in missing_targets:
+                info = await self.store.copy(sha, sizes[raw], sources[0], target)
+                async with self.engine.begin() as conn:
+                    await record(
+                        conn,
+                        [
+                            BlobStored(
+                                sha256=raw,
+                                blake3=sizes[raw].blake3.raw,
+                                size=sizes[raw].size,
+                                backend=target,
+                                key=info.key,
+                            )
+                        ],
+                        actor=actor,
+                    )
+                made += 1
+        return made
+
+    # -- packages ------------------------------------------------------------
+
+    async def publish(
+        self,
+        manifest: Manifest | bytes,
+        *,
+        producer: str | None = None,
+        retention_class: str | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> PublishResult:
+        """Publish a version from a manifest (canonical CBOR bytes or a ``Manifest``).
+
+        Every referenced blob must exist with the manifest's blake3 and size,
+        and gets a copy on every backend the routes name before the version
+        becomes visible. The same manifest again is a no-op (``created`` is
+        False); a different manifest for an existing version is refused.
+
+        Raises:
+            ManifestError: not canonical, invalid, or disagreeing with stored blobs.
+            MissingBlobsError: referenced blobs are not held; ``detail["missing"]``.
+            VersionConflictError: the version exists with another manifest.
+        """
+        if isinstance(manifest, bytes):
+            parsed, data = decode_manifest(manifest), manifest
+        else:
+            parsed, data = manifest, encode_manifest(manifest)
+        manifest_sha = hash_bytes(data).sha256
+        done = await self._existing_publish(parsed, manifest_sha)
+        if done is not None:
+            return done
+        await self._check_blobs(parsed)
+        targets = self.store.targets(producer=producer, retention_class=retention_class)
+        await self.ensure_copies((f.sha256 for f in parsed.files), targets, actor=actor)
+        await self.ingest_bytes(
+            data, producer=producer, retention_class=retention_class, actor=actor
+        )
+        async with self.engine.begin() as conn:
+            # Take the log lock first so the existence check and the append
+            # are one atomic step against concurrent publishers.
+            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            try:
+                current = await queries.get_version(conn, parsed.package, parsed.version)
+            except LookupError:
+                current = None
+            if current is not None:
+                return self._same_or_conflict(current, parsed, manifest_sha)
+            await record(
+                conn,
+                [
+                    PackagePublished(
+                        package=parsed.package,
+                        version=parsed.version,
+                        manifest_sha256=manifest_sha.raw,
+                        manifest=data,
+                        producer=producer,
+                        retention_class=retention_class,
+                    )
+                ],
+                actor=actor,
+            )
+        return PublishResult(manifest_sha256=manifest_sha, created=True)
+
+    async def _existing_publish(self, parsed: Manifest, sha: Digest) -> PublishResult | None:
+        async with self.engine.connect() as conn:
+            try:
+                current = await queries.get_version(conn, parsed.package, parsed.version)
+            except LookupError:
+                return None
+        return self._same_or_conflict(current, parsed, sha)
+
+    @staticmethod
+    def _same_or_conflict(current: VersionRecord, parsed: Manifest, sha: Digest) -> PublishResult:
+        if current.manifest_sha256.matches(sha):
+            return PublishResult(manifest_sha256=sha, created=False)
+        raise VersionConflictError(
+            f"{parsed.package} {parsed.version} is already published with another manifest",
+            package=parsed.package,
+            version=parsed.version,
+            existing_manifest_sha256=current.manifest_sha256.hex,
+            manifest_sha256=sha.hex,
+        )
+
+    async def _check_blobs(self, parsed: Manifest) -> None:
+        wanted = {f.sha256.raw: f for f in parsed.files}
+        found: dict[bytes, tuple[bytes, int]] = {}
+        async with self.engine.connect() as conn:
+            raws = list(wanted)
+            for start in range(0, len(raws), _IN_BATCH):
+                rows = await conn.execute(
+                    sa.select(blobs.c.sha256, blobs.c.blake3, blobs.c.size).where(
+                        blobs.c.sha256.in_(raws[start : start + _IN_BATCH])
+                    )
+                )
+                found.update({bytes(r.sha256): (bytes(r.blake3), r.size) for r in rows})
+        missing = sorted(raw.hex() for raw in wanted if raw not in found)
+        if missing:
+            raise MissingBlobsError(
+                f"{len(missing)} referenced blob(s) are not in the registry; upload them first",
+                missing=[f"sha256:{h}" for h in missing],
+            )
+        for f in parsed.files:
+            blake, size = found[f.sha256.raw]
+            if blake != f.blake3.raw or size != f.size:
+                raise ManifestError(
+                    f"{f.path}: blake3 or size disagrees with the stored blob {f.sha256}",
+                    path=f.path,
+                )
+
+    async def yank(
+        self, package: str, version: str, *, reason: str = "", actor: str = SYSTEM_ACTOR
+    ) -> VersionRecord:
+        """Yank a version: hidden from listings, still readable by exact name. Idempotent.
+
+        Raises:
+            VersionNotFoundError: no such version.
+        """
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            current = await queries.get_version(conn, package, version)
+            if not current.yanked:
+                await record(
+                    conn,
+                    [PackageYanked(package=package, version=version, reason=reason)],
+                    actor=actor,
+                )
+            return await queries.get_version(conn, package, version)
+
+    async def package(self, name: str) -> PackageRecord:
+        """One package (raises ``PackageNotFoundError``)."""
+        async with self.engine.connect() as conn:
+            return await queries.get_package(conn, name)
+
+    async def packages(self, *, limit: int = 100, cursor: str | None = None) -> Page[PackageRecord]:
+        """Packages by name, one page."""
+        async with self.engine.connect() as conn:
+            return await queries.list_packages(conn, limit=limit, cursor=cursor)
+
+    async def versions(
+        self, package: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[VersionRecord]:
+        """Versions of a package, one page (raises ``PackageNotFoundError``)."""
+        async with self.engine.connect() as conn:
+            return await queries.list_versions(conn, package, limit=limit, cursor=cursor)
+
+    async def version(self, package: str, version: str) -> VersionRecord:
+        """One version (raises ``VersionNotFoundError``)."""
+        async with self.engine.connect() as conn:
+            return await queries.get_version(conn, package, version)
+
+    async def manifest_bytes(self, package: str, version: str) -> bytes:
+        """The canonical CBOR manifest of a version, read from storage."""
+        record_ = await self.version(package, version)
+        stream = await self.open_blob(record_.manifest_sha256)
+        return await stream.read_all()
+
+    async def file(self, package: str, version: str, path: str) -> FileRecord:
+        """One file of a version (raises ``VersionNotFoundError``/``FileNotInVersionError``)."""
+        async with self.engine.connect() as conn:
+            return await queries.get_file(conn, package, version, path)
+
+    async def files(
+        self,
+        package: str,
+        *,
+        after_key: str = "",
+        prefix: str = "",
+        limit: int = 1000,
+        include_yanked: bool = True,
+    ) -> list[FileRecord]:
+        """Files of a package by ``<version>/<path>`` key, keyset-paginated."""
+        async with self.engine.connect() as conn:
+            return await queries.list_files(
+                conn,
+                package,
+                after_key=after_key,
+                prefix=prefix,
+                limit=limit,
+                include_yanked=include_yanked,
+            )

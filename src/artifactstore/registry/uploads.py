@@ -1,0 +1,352 @@
+"""Resumable upload sessions (DESIGN section 5; modelled on OCI chunked upload and tus).
+
+A session is a row in ``upload_sessions`` (operational state, not history)
+plus a staged file ``<staging>/upload-<id>``. The session's offset *is* the
+staged file's size, so it survives a crash of the server: after a restart a
+client asks for the offset and continues from there.
+
+Bytes are hashed as they arrive. The hasher lives in this process's memory
+keyed by session; when it is missing or behind (after a restart, or when
+another process took the previous chunk) the staged prefix is re-hashed once
+before new bytes are added. A chunk is acknowledged only after fsync.
+
+Concurrent requests on one session are refused rather than interleaved: each
+append holds an exclusive ``flock`` on the staged file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from artifactstore.db.tables import upload_sessions
+from artifactstore.digests import BlobDigests, Digest, DualHasher
+from artifactstore.errors import (
+    ConflictError,
+    InvalidInputError,
+    TooLargeError,
+    UploadNotFoundError,
+    UploadOffsetMismatchError,
+)
+from artifactstore.registry.ingest import Expected, write_chunk
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Iterator
+    from pathlib import Path
+
+    from artifactstore.registry.records import BlobRecord
+    from artifactstore.registry.service import Registry
+
+__all__ = ["UploadSession", "Uploads"]
+
+UPLOAD_PREFIX = "upload-"
+_REHASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """A session's public state."""
+
+    id: uuid.UUID
+    offset: int
+    created_at: datetime
+    expires_at: datetime
+    declared_size: int | None
+
+
+class Uploads:
+    """Upload sessions over a registry's staging directory and database."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.engine = registry.engine
+        self.limits = registry.settings.uploads
+        self.staging = registry.staging
+        self._hashers: dict[uuid.UUID, DualHasher] = {}
+
+    def path(self, session_id: uuid.UUID) -> Path:
+        """The staged file of a session."""
+        return self.staging.root / f"{UPLOAD_PREFIX}{session_id.hex}"
+
+    async def create(
+        self,
+        *,
+        size: int | None = None,
+        sha256: Digest | None = None,
+        blake3: Digest | None = None,
+        producer: str | None = None,
+        retention_class: str | None = None,
+        actor: str,
+    ) -> UploadSession | BlobRecord:
+        """Open a session, or return the blob when ``sha256`` names one already held.
+
+        Raises:
+            TooLargeError: ``size`` exceeds the configured maximum blob size.
+            InvalidInputError: a negative size.
+        """
+        if size is not None:
+            if size < 0:
+                raise InvalidInputError("size cannot be negative", size=size)
+            if size > self.limits.max_blob_bytes:
+                raise TooLargeError(
+                    f"size {size} exceeds the maximum blob size {self.limits.max_blob_bytes}",
+                    limit=self.limits.max_blob_bytes,
+                )
+        if sha256 is not None:
+            targets = self.registry.store.targets(
+                producer=producer, retention_class=retention_class
+            )
+            existing = await self.registry._held_on(sha256, targets)  # noqa: SLF001 - same layer
+            if existing is not None:
+                return existing
+        now = datetime.now(UTC)
+        session_id = uuid.uuid4()
+        self.path(session_id).touch(mode=0o600, exist_ok=False)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                upload_sessions.insert().values(
+                    id=session_id,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.limits.expiry_seconds),
+                    actor=actor,
+                    declared_size=size,
+                    expected_sha256=sha256.raw if sha256 else None,
+                    expected_blake3=blake3.raw if blake3 else None,
+                    producer=producer,
+                    retention_class=retention_class,
+                )
+            )
+        self._hashers[session_id] = DualHasher()
+        return UploadSession(
+            session_id, 0, now, now + timedelta(seconds=self.limits.expiry_seconds), size
+        )
+
+    async def _row(self, session_id: uuid.UUID) -> sa.Row[tuple[object, ...]]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(upload_sessions).where(upload_sessions.c.id == session_id)
+                )
+            ).first()
+        if row is None or row.expires_at <= datetime.now(UTC):
+            raise UploadNotFoundError(f"upload session {session_id} not found or expired")
+        return row
+
+    async def get(self, session_id: uuid.UUID) -> UploadSession:
+        """The session with its current offset (the resume point).
+
+        Raises:
+            UploadNotFoundError: unknown, finished, aborted or expired.
+        """
+        row = await self._row(session_id)
+        try:
+            offset = self.path(session_id).stat().st_size
+        except FileNotFoundError:
+            raise UploadNotFoundError(f"upload session {session_id} has no staged data") from None
+        return UploadSession(session_id, offset, row.created_at, row.expires_at, row.declared_size)
+
+    async def append(
+        self,
+        session_id: uuid.UUID,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_length: int | None = None,
+    ) -> int:
+        """Append a chunk at ``offset``; returns the new offset once the bytes are durable.
+
+        Bytes received before a dropped connection stay staged (the offset
+        moves past them), so the client resumes after them.
+
+        Raises:
+            UploadNotFoundError: unknown or expired session.
+            UploadOffsetMismatchError: ``offset`` is not the current offset; ``detail["offset"]``.
+            TooLargeError: the chunk or the blob would exceed a limit.
+            ConflictError: another request is appending to this session right now.
+        """
+        row = await self._row(session_id)
+        limit = self.limits.max_blob_bytes
+        if row.declared_size is not None:
+            limit = min(limit, row.declared_size)
+        if content_length is not None and content_length > self.limits.max_chunk_bytes:
+            raise TooLargeError(
+                f"chunk exceeds the maximum chunk size {self.limits.max_chunk_bytes}",
+                limit=self.limits.max_chunk_bytes,
+            )
+        with self._locked(session_id) as fh:
+            current = os.fstat(fh.fileno()).st_size
+            if offset != current:
+                raise UploadOffsetMismatchError(
+                    f"Upload-Offset {offset} does not match the session offset {current}",
+                    offset=current,
+                )
+            if content_length is not None and current + content_length > limit:
+                raise TooLargeError(f"the blob would exceed {limit} bytes", limit=limit)
+            hasher = await self._hasher_at(session_id, fh, current)
+            fh.seek(current)
+            received = 0
+            try:
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > self.limits.max_chunk_bytes or current + received > limit:
+                        raise TooLargeError(
+                            f"the chunk or blob exceeds its limit ({limit})", limit=limit
+                        )
+                    await asyncio.to_thread(write_chunk, hasher, fh, chunk)
+            finally:
+                await asyncio.to_thread(_sync, fh)
+                if hasher.size != os.fstat(fh.fileno()).st_size:
+                    self._hashers.pop(session_id, None)
+            return current + received
+
+    async def finalize(
+        self,
+        session_id: uuid.UUID,
+        *,
+        sha256: Digest,
+        blake3: Digest | None = None,
+        last_chunk: AsyncIterable[bytes] | None = None,
+        offset: int | None = None,
+        actor: str,
+    ) -> BlobRecord:
+        """Check the digests, store the blob, record ``v1.blob.stored``, end the session.
+
+        A mismatch ends the session too: its bytes are removed, nothing is
+        stored and no event is recorded.
+
+        Raises:
+            UploadNotFoundError, UploadOffsetMismatchError, DigestMismatchError,
+            SizeMismatchError, ConflictError.
+        """
+        row = await self._row(session_id)
+        if last_chunk is not None:
+            at = offset if offset is not None else self.path(session_id).stat().st_size
+            await self.append(session_id, at, last_chunk)
+        with self._locked(session_id) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            hasher = await self._hasher_at(session_id, fh, size)
+            digests: BlobDigests = hasher.result()
+        if row.expected_sha256 is not None and not sha256.matches(
+            Digest("sha256", bytes(row.expected_sha256))
+        ):
+            await self.abort(session_id)
+            raise InvalidInputError(
+                "sha256 at finalize differs from the one the session began with"
+            )
+        if row.expected_blake3 is not None:
+            declared = Digest("blake3", bytes(row.expected_blake3))
+            if blake3 is not None and not blake3.matches(declared):
+                await self.abort(session_id)
+                raise InvalidInputError(
+                    "blake3 at finalize differs from the one the session began with"
+                )
+            blake3 = declared
+        expected = Expected(sha256=sha256, blake3=blake3, size=row.declared_size)
+        targets = self.registry.store.targets(
+            producer=row.producer, retention_class=row.retention_class
+        )
+        self._hashers.pop(session_id, None)
+        path = self.path(session_id)
+        claimed = self.staging.new_path()
+        path.replace(claimed)  # the session's bytes now belong to this finalize only
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == session_id))
+        return await self.registry.store_staged(
+            claimed, digests, expected=expected, targets=targets, actor=actor
+        )
+
+    async def abort(self, session_id: uuid.UUID) -> None:
+        """End a session and remove its bytes; unknown sessions raise ``UploadNotFoundError``."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(upload_sessions).where(upload_sessions.c.id == session_id)
+            )
+        self._hashers.pop(session_id, None)
+        self.path(session_id).unlink(missing_ok=True)
+        if result.rowcount == 0:
+            raise UploadNotFoundError(f"upload session {session_id} not found")
+
+    async def expire(self, now: datetime | None = None) -> int:
+        """Remove expired sessions and their bytes, and staged files no session owns."""
+        now = now or datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            expired = (
+                (
+                    await conn.execute(
+                        sa.delete(upload_sessions)
+                        .where(upload_sessions.c.expires_at <= now)
+                        .returning(upload_sessions.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            live = set((await conn.execute(sa.select(upload_sessions.c.id))).scalars().all())
+        for session_id in expired:
+            self._hashers.pop(session_id, None)
+            self.path(session_id).unlink(missing_ok=True)
+        for entry in self.staging.root.glob(f"{UPLOAD_PREFIX}*"):
+            try:
+                owner = uuid.UUID(entry.name.removeprefix(UPLOAD_PREFIX))
+            except ValueError:
+                continue
+            if owner not in live:
+                entry.unlink(missing_ok=True)
+        return len(expired)
+
+    async def count_active(self) -> int:
+        """Sessions not yet expired."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(sa.func.count()).where(upload_sessions.c.expires_at > datetime.now(UTC))
+            )
+        return int(value or 0)
+
+    @contextlib.contextmanager
+    def _locked(self, session_id: uuid.UUID) -> Iterator[IO[bytes]]:
+        try:
+            fh = self.path(session_id).open("r+b")
+        except FileNotFoundError:
+            raise UploadNotFoundError(f"upload session {session_id} has no staged data") from None
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConflictError(
+                    f"upload session {session_id} is busy with another request"
+                ) from None
+            yield fh
+
+    async def _hasher_at(self, session_id: uuid.UUID, fh: IO[bytes], offset: int) -> DualHasher:
+        """The session's hasher positioned at ``offset``, re-hashing the staged prefix if needed."""
+        hasher = self._hashers.get(session_id)
+        if hasher is not None and hasher.size == offset:
+            return hasher
+        hasher = DualHasher()
+        await asyncio.to_thread(_rehash, hasher, fh, offset)
+        self._hashers[session_id] = hasher
+        return hasher
+
+
+def _rehash(hasher: DualHasher, fh: IO[bytes], length: int) -> None:
+    fh.seek(0)
+    remaining = length
+    while remaining:
+        block = fh.read(min(_REHASH_CHUNK, remaining))
+        if not block:
+            break
+        hasher.update(block)
+        remaining -= len(block)
+
+
+def _sync(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
