@@ -312,6 +312,11 @@ def _decode_item(  # noqa: C901, PLR0911, PLR0912, PLR0915
 
     if ai < _AI_1BYTE:
         arg = ai
+    elif ai == _AI_1BYTE and pos < end:  # inlined: the most common long head
+        arg = data[pos]
+        if arg < _AI_1BYTE:
+            raise _fail(start, f"non-shortest head: argument {arg} uses 2 bytes")
+        pos += 1
     else:
         arg, pos = _read_argument(data, pos, end, major, ai)
 

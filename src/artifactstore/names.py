@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import TypeGuard
 
 from artifactstore.errors import InvalidNameError
 
@@ -67,6 +68,7 @@ _VERSION_RULE = _NameRule(
 
 # C0 controls, DEL and C1 controls: invisible in listings, hostile in terminals.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PRINTABLE_ASCII_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]+")  # without backslash (0x5c)
 
 
 def _show(value: str) -> str:
@@ -118,7 +120,26 @@ def _path_error(field: str, reason: str, path: str) -> InvalidNameError:
     return InvalidNameError(f"{field}: {reason}", field=field, value=path[:200])
 
 
-def validate_file_path(path: object, *, field: str = "path") -> str:  # noqa: C901
+def _is_plain_ascii_path(path: object) -> TypeGuard[str]:
+    """Fast path for the common case: a valid path of printable ASCII only.
+
+    ASCII has one byte per character, so lengths in characters are lengths in
+    bytes. ``False`` means "check in detail", not "invalid".
+    """
+    if type(path) is not str or len(path) > MAX_PATH_BYTES:
+        return False
+    if not _PRINTABLE_ASCII_RE.fullmatch(path):
+        return False
+    segments = path.split("/")
+    return (
+        "" not in segments
+        and "." not in segments
+        and ".." not in segments
+        and max(map(len, segments)) <= MAX_SEGMENT_BYTES
+    )
+
+
+def validate_file_path(path: object, *, field: str = "path") -> str:
     """Return ``path`` if it is a safe relative file path (DESIGN section 3).
 
     A valid path is non-empty text of at most ``MAX_PATH_BYTES`` UTF-8 bytes,
@@ -132,6 +153,8 @@ def validate_file_path(path: object, *, field: str = "path") -> str:  # noqa: C9
         InvalidNameError: the message names ``field`` and the first rule broken,
             e.g. ``files[3].path: segment '..' not allowed``.
     """
+    if _is_plain_ascii_path(path):
+        return path
     if not isinstance(path, str):
         raise InvalidNameError(f"{field}: must be text, got {type(path).__name__}", field=field)
     if not path:
@@ -155,6 +178,11 @@ def validate_file_path(path: object, *, field: str = "path") -> str:  # noqa: C9
         raise _path_error(field, "must be relative (no leading '/')", path)
     if path.endswith("/"):
         raise _path_error(field, "must name a file (no trailing '/')", path)
+    _check_segments(path, field)
+    return path
+
+
+def _check_segments(path: str, field: str) -> None:
     for segment in path.split("/"):
         if not segment:
             raise _path_error(field, "empty segment ('//') not allowed", path)
@@ -164,4 +192,3 @@ def validate_file_path(path: object, *, field: str = "path") -> str:  # noqa: C9
             raise _path_error(
                 field, f"segment longer than {MAX_SEGMENT_BYTES} bytes: {_show(segment)}", path
             )
-    return path
