@@ -211,6 +211,27 @@ async def test_restart_after_postmaster_sigkill(tmp_path: Path) -> None:
     assert not second.is_running()
 
 
+def test_recycled_pid_in_postmaster_pid_is_ignored(tmp_path: Path) -> None:
+    """A postmaster.pid naming a live process that is not our postmaster does not block start."""
+    with EmbeddedPostgres(tmp_path):
+        pass
+    pid_file = tmp_path / "postgres" / "data" / "postmaster.pid"
+    pid_file.write_text(f"{os.getpid()}\n{tmp_path}\n0\n5432\n/nowhere\n\n0 0\nready\n")
+    with EmbeddedPostgres(tmp_path) as pg:
+        assert pg.postmaster_pid() not in (None, os.getpid())
+    assert not pid_file.exists()
+
+
+def test_interrupted_initdb_is_redone(tmp_path: Path) -> None:
+    """Leftovers of an initdb killed half-way are discarded and the cluster is created."""
+    staging = tmp_path / "postgres" / "data.init"
+    staging.mkdir(parents=True)
+    (staging / "PG_VERSION").write_text("16\n")
+    with EmbeddedPostgres(tmp_path) as pg:
+        assert pg.is_running()
+    assert not staging.exists()
+
+
 def test_keep_running_leaves_the_cluster_up(tmp_path: Path) -> None:
     """With keep_running a release never stops the cluster; a normal last user does."""
     with EmbeddedPostgres(tmp_path, keep_running=True) as pg:
