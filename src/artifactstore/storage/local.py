@@ -1,0 +1,402 @@
+"""The ``local`` storage backend: one file per blob under a root directory.
+
+Owns the on-disk layout ``<root>/sha256/<hex[0:2]>/<hex[2:4]>/<hex>`` (from
+``spi.object_key``) and atomic writes: bytes go to a temp file named
+``.tmp-<uuid>`` in the target's directory, are fsynced, renamed into place
+with ``os.replace`` and the directory is fsynced (DESIGN section 4). A crash
+leaves at most a ``.tmp-*`` file, which iteration and reads never see.
+
+Content addressing makes a repeated put harmless: the new complete file
+replaces the old one atomically, so re-putting a blob also repairs a copy
+that was damaged behind the registry's back. Readers that already opened
+the old file keep reading it.
+
+Blocking file calls run on worker threads (``asyncio.to_thread``); reads
+stream in 1 MiB chunks. This module does not hash: digests are the
+registry's job, sizes are checked here. Every ``OSError`` leaves as
+``BackendUnavailableError``; absence is ``BlobNotFoundError`` or ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Self
+
+from artifactstore.errors import BackendUnavailableError, BlobNotFoundError
+from artifactstore.storage.spi import (
+    DEFAULT_READ_CHUNK,
+    BackendHealth,
+    ObjectInfo,
+    ObjectStream,
+    digest_from_key,
+    object_key,
+    resolve_range,
+)
+from artifactstore.storage.streams import ClosingChunks, exact_size, read_file_range
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator
+    from types import TracebackType
+
+    from artifactstore.config import LocalBackendSettings
+    from artifactstore.digests import Digest
+    from artifactstore.storage.spi import ByteRange
+
+__all__ = ["TEMP_PREFIX", "LocalBackend", "open_local"]
+
+TEMP_PREFIX = ".tmp-"
+_HEALTH_PREFIX = ".health-"
+# Chunks from the caller are gathered to about this size before each write,
+# so a stream of tiny chunks does not cost one thread hop per chunk.
+_WRITE_BATCH = 4 * DEFAULT_READ_CHUNK
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(directory: Path, root: Path) -> None:
+    """Create ``directory`` (under ``root``) and fsync each parent whose entries changed."""
+    missing: list[Path] = []
+    d = directory
+    while d != root and not d.is_dir():
+        missing.append(d)
+        d = d.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir()
+        _fsync_dir(new.parent)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+class LocalBackend:
+    """Blobs as files under ``root``; safe for concurrent use by tasks and processes."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self._name = name
+        self._root = Path(root).absolute()
+        self._resolved_root = self._root.resolve()
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The configured backend name."""
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        """Always ``local``."""
+        return "local"
+
+    @property
+    def root(self) -> Path:
+        """The directory that holds the ``sha256/`` tree."""
+        return self._root
+
+    @property
+    def closed(self) -> bool:
+        """True after ``aclose``."""
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(name={self._name!r}, root={str(self._root)!r})"
+
+    # -- paths -----------------------------------------------------------------
+
+    def path_for(self, sha256: Digest) -> Path:
+        """The file that holds (or would hold) the blob; always inside ``root``."""
+        path = self._root / object_key(sha256)
+        # Keys come from validated digests, so this cannot fail; it guards
+        # against a future change to the key layout, not against input.
+        if not path.resolve().is_relative_to(self._resolved_root):
+            raise BackendUnavailableError(f"{self._name}: key escapes the root: {path}")
+        return path
+
+    def _unavailable(self, what: str, exc: OSError) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"local backend {self._name!r}: {what}: {exc}",
+            backend=self._name,
+            errno=exc.errno,
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailableError(f"local backend {self._name!r} is closed")
+
+    # -- writes ----------------------------------------------------------------
+
+    def _temp_path(self, target: Path) -> Path:
+        return target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+
+    def _commit(self, tmp: Path, target: Path) -> None:
+        """Rename a complete, fsynced temp file into place and make the rename durable."""
+        tmp.replace(target)
+        _fsync_dir(target.parent)
+
+    async def put_stream(
+        self, sha256: Digest, chunks: AsyncIterable[bytes], size: int
+    ) -> ObjectInfo:
+        """Store exactly ``size`` bytes from ``chunks``; atomic and idempotent.
+
+        Raises:
+            SizeMismatchError: the stream was shorter or longer; nothing is left behind.
+            BackendUnavailableError: the filesystem refused (full disk, permissions, ...).
+        """
+        self._check_open()
+        target = self.path_for(sha256)
+        try:
+            await asyncio.to_thread(_makedirs_durable, target.parent, self._root)
+            tmp = self._temp_path(target)
+            f: BinaryIO = await asyncio.to_thread(tmp.open, "xb")
+        except OSError as exc:
+            raise self._unavailable("cannot create a temp file", exc) from exc
+        committed = False
+        try:
+            try:
+                batch = bytearray()
+                async for chunk in exact_size(chunks, size):
+                    batch += chunk
+                    if len(batch) >= _WRITE_BATCH:
+                        await asyncio.to_thread(f.write, batch)
+                        batch = bytearray()
+                if batch:
+                    await asyncio.to_thread(f.write, batch)
+                await asyncio.to_thread(os.fsync, f.fileno())
+            finally:
+                await asyncio.to_thread(f.close)
+            await asyncio.to_thread(self._commit, tmp, target)
+            committed = True
+        except OSError as exc:
+            raise self._unavailable(f"cannot write {sha256}", exc) from exc
+        finally:
+            if not committed:
+                # Shielded: a cancelled put must still remove its temp file.
+                await asyncio.shield(asyncio.to_thread(_unlink_quietly, tmp))
+        return ObjectInfo(sha256=sha256, size=size, key=object_key(sha256))
+
+    def _put_file_sync(self, path: Path, target: Path, *, consume: bool) -> int:
+        _makedirs_durable(target.parent, self._root)
+        src_stat = path.stat()
+        if consume and src_stat.st_dev == target.parent.stat().st_dev:
+            # Same filesystem: take the staged file itself. Its bytes may not
+            # have been fsynced by whoever wrote them, so do that first.
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._commit(path, target)
+            return src_stat.st_size
+        tmp = self._temp_path(target)
+        try:
+            with path.open("rb") as src, tmp.open("xb") as dst:
+                shutil.copyfileobj(src, dst, DEFAULT_READ_CHUNK)
+                dst.flush()
+                os.fsync(dst.fileno())
+                size = dst.tell()
+            self._commit(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        if consume:
+            _unlink_quietly(path)
+        return size
+
+    async def put_file(self, sha256: Digest, path: Path, *, consume: bool = False) -> ObjectInfo:
+        """Store a staged file; with ``consume`` a same-filesystem file is renamed into place.
+
+        Raises:
+            BackendUnavailableError: the file could not be read or the target written.
+        """
+        self._check_open()
+        target = self.path_for(sha256)
+        try:
+            size = await asyncio.to_thread(self._put_file_sync, Path(path), target, consume=consume)
+        except OSError as exc:
+            raise self._unavailable(f"cannot store {path} as {sha256}", exc) from exc
+        return ObjectInfo(sha256=sha256, size=size, key=object_key(sha256))
+
+    # -- reads -----------------------------------------------------------------
+
+    async def head(self, sha256: Digest) -> ObjectInfo | None:
+        """The stored object's info, or None when absent."""
+        self._check_open()
+        path = self.path_for(sha256)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unavailable(f"cannot stat {sha256}", exc) from exc
+        return ObjectInfo(sha256=sha256, size=st.st_size, key=object_key(sha256))
+
+    async def get(self, sha256: Digest, byte_range: ByteRange | None = None) -> ObjectStream:
+        """Open a streamed read (1 MiB chunks) of the whole object or a range.
+
+        Raises:
+            BlobNotFoundError: no such object (checked before any byte flows).
+            InvalidRangeError: the range selects no byte of the object.
+        """
+        self._check_open()
+        path = self.path_for(sha256)
+        try:
+            f: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(
+                f"{sha256} is not stored on backend {self._name!r}", backend=self._name
+            ) from exc
+        except OSError as exc:
+            raise self._unavailable(f"cannot open {sha256}", exc) from exc
+        try:
+            size = os.fstat(f.fileno()).st_size
+            resolved = resolve_range(byte_range, size)
+        except BaseException:
+            f.close()
+            raise
+
+        async def release() -> None:
+            await asyncio.to_thread(f.close)
+
+        chunks = ClosingChunks(read_file_range(f, resolved.start, resolved.end), release)
+        return ObjectStream(
+            info=ObjectInfo(sha256=sha256, size=size, key=object_key(sha256)),
+            range=resolved,
+            chunks=chunks,
+        )
+
+    # -- delete ----------------------------------------------------------------
+
+    def _delete_sync(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+
+    async def delete(self, sha256: Digest) -> bool:
+        """Remove the object; True if a file was removed. Idempotent.
+
+        Empty directories are left alone: a concurrent put may be about to use them.
+        """
+        self._check_open()
+        path = self.path_for(sha256)
+        try:
+            return await asyncio.to_thread(self._delete_sync, path)
+        except OSError as exc:
+            raise self._unavailable(f"cannot delete {sha256}", exc) from exc
+
+    # -- inventory ---------------------------------------------------------------
+
+    def _scan_leaf(self, leaf: Path) -> list[ObjectInfo]:
+        found = []
+        try:
+            entries = list(os.scandir(leaf))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            key = f"{leaf.relative_to(self._root).as_posix()}/{entry.name}"
+            digest = digest_from_key(key)
+            if digest is None:
+                continue  # temp files of unfinished writes, strays
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # deleted while we walked
+            found.append(ObjectInfo(sha256=digest, size=size, key=key))
+        found.sort(key=lambda info: info.key)
+        return found
+
+    def _subdirs(self, directory: Path) -> list[Path]:
+        try:
+            return sorted(
+                Path(e.path)
+                for e in os.scandir(directory)
+                if len(e.name) == 2  # noqa: PLR2004 - two hex characters per level
+                and e.is_dir(follow_symlinks=False)
+            )
+        except FileNotFoundError:
+            return []
+
+    async def iter_objects(self) -> AsyncIterator[ObjectInfo]:
+        """Every complete object, once each, in key order; temp files and strays are skipped."""
+        self._check_open()
+        base = self._root / "sha256"
+        try:
+            for first in await asyncio.to_thread(self._subdirs, base):
+                for leaf in await asyncio.to_thread(self._subdirs, first):
+                    for info in await asyncio.to_thread(self._scan_leaf, leaf):
+                        yield info
+        except OSError as exc:
+            raise self._unavailable("cannot list objects", exc) from exc
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _probe(self) -> None:
+        if not self._root.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "root directory is missing", str(self._root))
+        probe = self._root / f"{_HEALTH_PREFIX}{uuid.uuid4().hex}"
+        with probe.open("xb") as f:
+            f.write(b"ok")
+        probe.unlink()
+
+    async def health(self) -> BackendHealth:
+        """Ok when the root exists and a probe file can be created and removed there."""
+        if self._closed:
+            return BackendHealth(ok=False, detail="closed")
+        try:
+            await asyncio.to_thread(self._probe)
+        except OSError as exc:
+            return BackendHealth(ok=False, detail=f"{self._root}: {exc}")
+        return BackendHealth(ok=True, detail=str(self._root))
+
+    async def aclose(self) -> None:
+        """Mark the backend closed; it holds no open resources between calls."""
+        self._closed = True
+
+
+async def open_local(
+    settings: LocalBackendSettings, database_url: str | None = None
+) -> LocalBackend:
+    """Open the ``local`` backend: create its root if needed (``database_url`` is unused).
+
+    Raises:
+        BackendUnavailableError: the root cannot be created.
+    """
+    del database_url
+    root = Path(settings.root)
+    try:
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendUnavailableError(
+            f"local backend {settings.name!r}: cannot create root {root}: {exc}",
+            backend=settings.name,
+        ) from exc
+    return LocalBackend(settings.name, root)
