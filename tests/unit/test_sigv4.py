@@ -297,7 +297,9 @@ def _botocore(
     return Wire(method, parts.path, parts.query, wire_headers)
 
 
-def _verify(wire: Wire, **kwargs: object) -> VerifiedRequest:
+def _verify(
+    wire: Wire, *, region: str | None = None, allowed_skew: timedelta = timedelta(minutes=15)
+) -> VerifiedRequest:
     return verify_request(
         wire.method,
         wire.path,
@@ -305,7 +307,8 @@ def _verify(wire: Wire, **kwargs: object) -> VerifiedRequest:
         wire.headers,
         _lookup,
         now=NOW,
-        **kwargs,  # type: ignore[arg-type]
+        region=region,
+        allowed_skew=allowed_skew,
     )
 
 
