@@ -1,0 +1,150 @@
+"""Prometheus metrics and the access log: one ASGI middleware, one registry per app.
+
+Counted per request: route (the template, not the raw path, so cardinality
+stays bounded), method, status, latency, bytes in and out. Gauges that
+describe state (active upload sessions, head of the event log, storage
+locations by backend and state) are refreshed from the database when
+``/metrics`` is scraped. Each request also writes one JSON line to the
+``artifactstore.access`` logger; no header or body content is logged, so no
+token ever reaches a log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Metrics", "MetricsMiddleware"]
+
+access_log = logging.getLogger("artifactstore.access")
+
+
+class Metrics:
+    """The app's metric families, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "artifactstore_http_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "artifactstore_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
+            registry=r,
+        )
+        self.bytes_in = Counter("artifactstore_http_bytes_in", "Request body bytes", registry=r)
+        self.bytes_out = Counter("artifactstore_http_bytes_out", "Response body bytes", registry=r)
+        self.upload_resumes = Counter(
+            "artifactstore_upload_resumes",
+            "PATCH requests that continued a session at a non-zero offset",
+            registry=r,
+        )
+        self.upload_resumed_offset = Gauge(
+            "artifactstore_upload_last_resumed_offset_bytes",
+            "Offset of the most recent resumed upload PATCH after a HEAD",
+            registry=r,
+        )
+        self.active_uploads = Gauge(
+            "artifactstore_upload_sessions_active", "Upload sessions not yet expired", registry=r
+        )
+        self.events_head = Gauge(
+            "artifactstore_events_head_seq",
+            "Events appended: the newest seq in the log",
+            registry=r,
+        )
+        self.locations = Gauge(
+            "artifactstore_storage_locations",
+            "Storage locations by backend and state",
+            ["backend", "state"],
+            registry=r,
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no body buffering, so streaming stays streaming)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count and log one request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            m = self.metrics
+            m.requests.labels(template, method, str(status)).inc()
+            m.latency.labels(template, method).observe(elapsed)
+            m.bytes_in.inc(received)
+            m.bytes_out.inc(sent)
+            access_log.info(
+                json.dumps(
+                    {
+                        "method": method,
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        "in": received,
+                        "out": sent,
+                        "client": (scope.get("client") or ("", 0))[0],
+                    },
+                    separators=(",", ":"),
+                )
+            )

@@ -1,0 +1,1 @@
+"""One router module per resource: uploads, blobs, packages, events, system."""

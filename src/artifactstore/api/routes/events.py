@@ -1,0 +1,78 @@
+"""``/v1/events``: the log as JSON pages and as a live Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from artifactstore.api.schemas import event_json
+from artifactstore.api.services import ActorRead, ServicesDep
+from artifactstore.events import read_events
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from artifactstore.api.services import Services
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+After = Annotated[int, Query(ge=0)]
+KEEPALIVE_SECONDS = 15.0
+STREAM_BATCH = 500
+
+
+@router.get("", summary="Events after a seq")
+async def list_events(
+    services: ServicesDep,
+    _actor: ActorRead,
+    after: After = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Up to ``limit`` events with ``seq > after``; ``next_after`` continues."""
+    async with services.registry.engine.connect() as conn:
+        page = await read_events(conn, after=after, limit=limit)
+    return {
+        "items": [event_json(e) for e in page],
+        "next_after": page[-1].seq if page else after,
+    }
+
+
+async def _follow(request: Request, services: Services, after: int) -> AsyncIterator[bytes]:
+    position = after
+    while not await request.is_disconnected():
+        async with services.registry.engine.connect() as conn:
+            page = await read_events(conn, after=position, limit=STREAM_BATCH)
+        for event in page:
+            data = json.dumps(event_json(event), separators=(",", ":"))
+            yield f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+            position = event.seq
+        if len(page) < STREAM_BATCH:
+            yield b": keepalive\n\n"
+            await services.notifier.wait_beyond(position, KEEPALIVE_SECONDS)
+
+
+@router.get("/stream", summary="Follow new events (text/event-stream)")
+async def stream_events(
+    request: Request, services: ServicesDep, _actor: ActorRead, after: After | None = None
+) -> StreamingResponse:
+    """Events after ``after`` (or ``Last-Event-ID``, or the current head) as they are appended."""
+    start = after
+    if start is None:
+        last_id = request.headers.get("last-event-id", "")
+        if last_id.isdigit():
+            start = int(last_id)
+    if start is None:
+        async with services.registry.engine.connect() as conn:
+            from artifactstore.events import last_seq  # noqa: PLC0415
+
+            start = await last_seq(conn)
+    return StreamingResponse(
+        _follow(request, services, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

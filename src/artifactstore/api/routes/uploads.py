@@ -1,0 +1,148 @@
+"""``/v1/uploads``: resumable upload sessions (DESIGN section 5).
+
+Bodies stream from the socket into the session's staged file; nothing is
+buffered whole. ``Upload-Offset`` carries the resume point both ways.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from artifactstore.api.schemas import CreateUpload, blob_json, session_json
+from artifactstore.api.services import ActorWrite, ServicesDep
+from artifactstore.digests import Digest
+from artifactstore.errors import InvalidInputError
+from artifactstore.registry import BlobRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+OffsetHeader = Annotated[int | None, Header(alias="Upload-Offset", ge=0)]
+LengthHeader = Annotated[int | None, Header(alias="Content-Length", ge=0)]
+
+
+def _digest(value: str | None, algorithm: str) -> Digest | None:
+    if value is None or value == "":
+        return None
+    return Digest.parse(value, algorithm="sha256" if algorithm == "sha256" else "blake3")
+
+
+def _session_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInputError("upload id must be a UUID", id=value[:64]) from None
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+@router.post("", status_code=201, summary="Open an upload session (or learn the blob exists)")
+async def create_upload(body: CreateUpload, services: ServicesDep, actor: ActorWrite) -> Response:
+    """201 with a session, or 200 ``{"status": "exists", ...blob}`` when the blob is held."""
+    result = await services.uploads.create(
+        size=body.size,
+        sha256=_digest(body.sha256, "sha256"),
+        blake3=_digest(body.blake3, "blake3"),
+        producer=body.producer,
+        retention_class=body.retention_class,
+        actor=actor,
+    )
+    if isinstance(result, BlobRecord):
+        return JSONResponse({"status": "exists", **blob_json(result)}, status_code=200)
+    location = f"/v1/uploads/{result.id}"
+    return JSONResponse(
+        session_json(result),
+        status_code=201,
+        headers={"Location": location, "Upload-Offset": "0"},
+    )
+
+
+@router.patch("/{upload_id}", status_code=204, summary="Append a chunk at Upload-Offset")
+async def append_chunk(
+    upload_id: str,
+    request: Request,
+    services: ServicesDep,
+    _actor: ActorWrite,
+    upload_offset: OffsetHeader = None,
+    content_length: LengthHeader = None,
+) -> Response:
+    """Append the body at ``Upload-Offset``; 204 with the new offset once durable."""
+    if upload_offset is None:
+        raise InvalidInputError("the Upload-Offset header is required")
+    session_id = _session_id(upload_id)
+    new_offset = await services.uploads.append(
+        session_id, upload_offset, _body(request), content_length=content_length
+    )
+    if upload_offset > 0:
+        services.metrics.upload_resumes.inc()
+        services.metrics.upload_resumed_offset.set(upload_offset)
+    return Response(status_code=204, headers={"Upload-Offset": str(new_offset)})
+
+
+@router.head("/{upload_id}", summary="The resume point of a session")
+async def head_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite) -> Response:
+    """200 with ``Upload-Offset``."""
+    session = await services.uploads.get(_session_id(upload_id))
+    return Response(
+        status_code=200,
+        headers={
+            "Upload-Offset": str(session.offset),
+            "Upload-Expires": session.expires_at.isoformat(),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/{upload_id}", summary="A session's state")
+async def get_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite) -> Response:
+    """The session as JSON."""
+    session = await services.uploads.get(_session_id(upload_id))
+    return JSONResponse(session_json(session), headers={"Upload-Offset": str(session.offset)})
+
+
+@router.put("/{upload_id}", status_code=201, summary="Finalize: verify digests and store")
+async def finalize_upload(
+    upload_id: str,
+    request: Request,
+    services: ServicesDep,
+    actor: ActorWrite,
+    sha256: Annotated[str, Query(max_length=71)],
+    blake3: Annotated[str | None, Query(max_length=71)] = None,
+    upload_offset: OffsetHeader = None,
+    content_length: LengthHeader = None,
+) -> Response:
+    """201 with the blob; 400 ``digest_mismatch`` stores nothing and ends the session."""
+    session_id = _session_id(upload_id)
+    has_body = bool(content_length) or "chunked" in request.headers.get("transfer-encoding", "")
+    blob = await services.uploads.finalize(
+        session_id,
+        sha256=Digest.parse(sha256, algorithm="sha256"),
+        blake3=_digest(blake3, "blake3"),
+        last_chunk=_body(request) if has_body else None,
+        offset=upload_offset,
+        actor=actor,
+    )
+    return JSONResponse(
+        blob_json(blob),
+        status_code=201,
+        headers={"Location": f"/v1/blobs/{blob.sha256}"},
+    )
+
+
+@router.delete("/{upload_id}", status_code=204, summary="Abort a session")
+async def abort_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite) -> Response:
+    """Remove the session and its staged bytes."""
+    await services.uploads.abort(_session_id(upload_id))
+    return Response(status_code=204)

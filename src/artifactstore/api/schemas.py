@@ -1,0 +1,131 @@
+"""JSON shapes of the REST API (docs/API.md): records in, plain dicts out.
+
+Digests are always text with their algorithm (``sha256:<hex>``); times are
+ISO 8601 in UTC. Request bodies that are JSON are validated by pydantic
+models here, so bad input is a 400 before any handler runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from artifactstore.events import Event
+    from artifactstore.registry import BlobRecord, PackageRecord, UploadSession, VersionRecord
+
+__all__ = [
+    "CreateUpload",
+    "YankRequest",
+    "blob_json",
+    "event_json",
+    "package_json",
+    "session_json",
+    "version_json",
+]
+
+_LABEL = r"^[A-Za-z0-9][A-Za-z0-9._*@/+-]{0,127}$"
+
+
+class CreateUpload(BaseModel):
+    """``POST /v1/uploads`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, max_length=71)
+    blake3: str | None = Field(default=None, max_length=71)
+    producer: str | None = Field(default=None, pattern=_LABEL)
+    retention_class: str | None = Field(default=None, pattern=_LABEL)
+
+
+class YankRequest(BaseModel):
+    """``POST .../yank`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=1024)
+
+
+def blob_json(blob: BlobRecord) -> dict[str, Any]:
+    """A blob and its copies."""
+    return {
+        "sha256": str(blob.sha256),
+        "blake3": str(blob.blake3),
+        "size": blob.size,
+        "stored_at": blob.stored_at.isoformat(),
+        "locations": [
+            {
+                "backend": loc.backend,
+                "state": loc.state,
+                "detail": loc.detail,
+                "updated_at": loc.updated_at.isoformat(),
+                "verified_at": loc.verified_at.isoformat() if loc.verified_at else None,
+            }
+            for loc in blob.locations
+        ],
+    }
+
+
+def session_json(session: UploadSession) -> dict[str, Any]:
+    """An upload session's public state."""
+    return {
+        "id": str(session.id),
+        "offset": session.offset,
+        "expires_at": session.expires_at.isoformat(),
+    }
+
+
+def package_json(package: PackageRecord) -> dict[str, Any]:
+    """A package summary."""
+    return {
+        "name": package.name,
+        "created_at": package.created_at.isoformat(),
+        "updated_at": package.updated_at.isoformat(),
+        "version_count": package.version_count,
+    }
+
+
+def version_json(version: VersionRecord) -> dict[str, Any]:
+    """A version summary (the manifest is added by the handler that has it)."""
+    return {
+        "package": version.package,
+        "version": version.version,
+        "manifest_sha256": str(version.manifest_sha256),
+        "published_at": version.published_at.isoformat(),
+        "actor": version.actor,
+        "producer": version.producer,
+        "retention_class": version.retention_class,
+        "file_count": version.file_count,
+        "total_size": version.total_size,
+        "yanked": version.yanked,
+        "yanked_at": version.yanked_at.isoformat() if version.yanked_at else None,
+        "yank_reason": version.yank_reason,
+    }
+
+
+_DIGEST_FIELDS = {"sha256": "sha256", "blake3": "blake3", "manifest_sha256": "sha256"}
+_HIDDEN_FIELDS = {"token_hash", "manifest"}
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event with its payload as JSON (digests as text; raw manifests and hashes omitted)."""
+    data = event.data()
+    payload: dict[str, Any] = {}
+    for f in dataclasses.fields(data):
+        value = getattr(data, f.name)
+        if f.name in _HIDDEN_FIELDS or value is None:
+            continue
+        if f.name in _DIGEST_FIELDS and isinstance(value, bytes):
+            value = f"{_DIGEST_FIELDS[f.name]}:{value.hex()}"
+        payload[f.name] = value
+    return {
+        "seq": event.seq,
+        "id": str(event.id),
+        "type": event.type,
+        "occurred_at": event.occurred_at.isoformat(),
+        "actor": event.actor,
+        "prev_hash": event.prev_hash.hex(),
+        "hash": event.hash.hex(),
+        "payload": payload,
+    }

@@ -1,0 +1,137 @@
+"""``artifactstore serve``: the REST API and the S3 gateway in one process.
+
+Zero configuration works: embedded PostgreSQL and a ``local`` backend under
+the data dir. Both listeners share one registry (one pool, one set of
+backends) and run on one event loop (uvloop, httptools). SIGINT/SIGTERM stop
+accepting connections and let in-flight requests finish (uvicorn's graceful
+shutdown), then the registry closes and the embedded cluster is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+import uvicorn
+
+from artifactstore.config import load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from fastapi import FastAPI
+
+    from artifactstore.config import Settings
+
+__all__ = ["run_server", "serve_command"]
+
+log = logging.getLogger("artifactstore.serve")
+GRACEFUL_SECONDS = 30
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled by ``run_server`` for both listeners."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _server(app: FastAPI, host: str, port: int) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+    )
+    return _Server(config)
+
+
+async def run_server(settings: Settings, *, host: str, port: int, s3_port: int | None) -> None:
+    """Open the registry, serve both listeners until a signal, then close everything."""
+    from artifactstore.api.app import create_app  # noqa: PLC0415 - heavy imports on demand
+    from artifactstore.registry import Registry  # noqa: PLC0415
+
+    registry = await Registry.open(settings)
+    try:
+        servers = [_server(create_app(settings, registry=registry, host=host), host, port)]
+        if s3_port is not None:
+            gateway = _gateway_app(settings, registry, host)
+            if gateway is not None:
+                servers.append(_server(gateway, settings.gateway.host or host, s3_port))
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        log.info(
+            "artifactstore %s: API http://%s:%d, data dir %s",
+            "serving",
+            host,
+            port,
+            settings.data_dir,
+        )
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        await registry.aclose()
+
+
+def _gateway_app(settings: Settings, registry: object, host: str) -> FastAPI | None:
+    try:
+        from artifactstore.gateway.app import create_gateway_app  # noqa: PLC0415
+    except ImportError:
+        log.warning("S3 gateway not available in this build")
+        return None
+    return create_gateway_app(settings, registry=registry, host=host)  # type: ignore[no-any-return]
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="REST API port (default 8080)")] = None,
+    s3_port: Annotated[
+        int | None, typer.Option("--s3-port", help="S3 gateway port (default 9000)")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where everything lives (embedded default)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="artifactstore.toml (or ARTIFACTSTORE_CONFIG)")
+    ] = None,
+) -> None:
+    """Run the REST API and the S3 read gateway."""
+    _configure_logging()
+    settings = load_settings(config, data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    bind = host or settings.server.host
+    asyncio.run(
+        run_server(
+            settings,
+            host=bind,
+            port=port if port is not None else settings.server.port,
+            s3_port=s3_port if s3_port is not None else settings.gateway.port,
+        )
+    )
