@@ -194,6 +194,7 @@ class PidFile:
 
 
 def read_pid_file(pgdata: Path) -> PidFile | None:
+    """Parse ``postmaster.pid``; None when absent, pid 0 while it is being written."""
     try:
         lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -210,6 +211,8 @@ def read_pid_file(pgdata: Path) -> PidFile | None:
 
 def is_postmaster_of(pid: int, pgdata: Path) -> bool:
     """Whether ``pid`` is a live postgres serving ``pgdata`` (not dead, a zombie or reused)."""
+    if pid <= 0:
+        return False  # kill(0, ...) would address our own process group
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -293,6 +296,7 @@ class Cluster:
         return output
 
     def initialized(self) -> bool:
+        """Whether PGDATA holds a cluster (``initialize`` renames it in whole)."""
         return (self.pgdata / "PG_VERSION").is_file()
 
     def initialize(self, *, database: str | None, sync: bool, timeout: float) -> None:
