@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, AWSResponse, HTTPHeaders
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +39,10 @@ from artifactstore.gateway.sigv4 import (
     string_to_sign,
     verify_request,
 )
+from artifactstore.gateway.xml import list_objects_v2_xml
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SUITE_KEY = "AKIDEXAMPLE"
 SUITE_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -784,3 +791,121 @@ def test_botocore_signed_arbitrary_keys_verify(segments: list[str], prefix: str)
     assert _verify(wire).access_key_id == KEY
     presigned = _botocore(f"http://127.0.0.1:9000{path}?{query}", presign=True)
     assert _verify(presigned).presigned
+
+
+# --- boto3 end to end, without a network ------------------------------------
+
+
+class _Raw:
+    """The slice of a urllib3 response that botocore reads."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, *_: object, **__: object) -> Iterator[bytes]:
+        yield self._body
+
+    def read(self, *_: object, **__: object) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+
+KEYS = [
+    "1.0/plain.txt",
+    "1.0/with space.txt",
+    "1.0/caf\u00e9/\u20ac.bin",
+    "1.0/a+b=c~d",
+    "1.0/!'()*@:,;$&",
+]
+
+
+@pytest.fixture(scope="module")
+def _boto3_client() -> Iterator[tuple[Any, list[VerifiedRequest]]]:
+    """A real boto3 S3 client whose requests are verified in process instead of sent."""
+    session = boto3.session.Session(
+        aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1"
+    )
+    client = session.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9000",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    verified: list[VerifiedRequest] = []
+
+    def answer(request: Any, **_: object) -> AWSResponse:
+        parts = urlsplit(request.url)
+        headers = [("host", parts.netloc), *request.headers.items()]
+        amz_date = request.headers["X-Amz-Date"]
+        amz_date = amz_date.decode() if isinstance(amz_date, bytes) else amz_date
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        verified.append(
+            verify_request(request.method, parts.path, parts.query, headers, _lookup, now=signed_at)
+        )
+        body = b""
+        if "list-type=2" in parts.query:
+            body = list_objects_v2_xml(
+                bucket="pkg",
+                prefix="",
+                max_keys=1000,
+                is_truncated=False,
+                contents=[],
+                encoding_type="url",
+            )
+        response_headers = HTTPHeaders()
+        response_headers["Content-Length"] = str(len(body))
+        return AWSResponse(request.url, 200, response_headers, _Raw(body))
+
+    # The stubs say handlers return None; before-send handlers may return the response.
+    client.meta.events.register("before-send.s3", answer)  # type: ignore[arg-type]
+    yield client, verified
+    client.close()
+
+
+@pytest.fixture
+def boto3_client(
+    _boto3_client: tuple[Any, list[VerifiedRequest]],
+) -> tuple[Any, list[VerifiedRequest]]:
+    """The module's boto3 client with an empty record of verified requests."""
+    _boto3_client[1].clear()
+    return _boto3_client
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_boto3_object_requests_verify(
+    boto3_client: tuple[Any, list[VerifiedRequest]], key: str
+) -> None:
+    """boto3's own GetObject and HeadObject requests, for awkward keys, verify."""
+    client, verified = boto3_client
+    client.head_object(Bucket="pkg", Key=key)
+    client.get_object(Bucket="pkg", Key=key, Range="bytes=0-9", IfNoneMatch='"x"')
+    assert [v.access_key_id for v in verified] == [KEY, KEY]
+    assert "range" in verified[1].signed_headers
+
+
+def test_boto3_list_request_verifies(boto3_client: tuple[Any, list[VerifiedRequest]]) -> None:
+    """boto3's ListObjectsV2 with prefix, delimiter and encoding-type=url verifies."""
+    client, verified = boto3_client
+    client.list_objects_v2(Bucket="pkg", Prefix="1.0/a b+c/", Delimiter="/", StartAfter="1.0/~")
+    assert len(verified) == 1
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_boto3_presigned_urls_verify(key: str) -> None:
+    """URLs from boto3's generate_presigned_url verify for awkward keys."""
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9000",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "pkg", "Key": key})
+    client.close()
+    parts = urlsplit(url)
+    params = dict(parse_query(parts.query))
+    signed_at = datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    result = verify_request(
+        "GET", parts.path, parts.query, [("host", parts.netloc)], _lookup, now=signed_at
+    )
+    assert result.presigned

@@ -517,7 +517,7 @@ def verify_request(
     ``raw_path`` is the path as received, still percent-encoded (ASGI
     ``scope["raw_path"]``), without the query; ``raw_query`` is the query
     string as received. ``region`` None accepts any region in the scope.
-    ``now`` must be timezone-aware.
+    A naive ``now`` is taken as UTC.
 
     Raises:
         SigV4Error: ``AccessDenied`` when authentication is missing or
@@ -528,6 +528,7 @@ def verify_request(
             or presigned parameters; ``InvalidAccessKeyId``;
             ``RequestTimeTooSkewed``; ``SignatureDoesNotMatch``.
     """
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now
     grouped = _header_map(headers)
     query = parse_query(raw_query)
     params = dict(query)
