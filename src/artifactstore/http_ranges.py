@@ -40,7 +40,7 @@ __all__ = [
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]]
 
-_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*", re.IGNORECASE)
+_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE)
 _MAX_DIGITS = 19  # beyond any real object size; keeps int() on hostile input cheap
 
 _MONTHS: Final = {
@@ -53,13 +53,13 @@ _MONTHS: Final = {
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _LONG_DAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _MONTH = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_TIME = r"(\d{2}):(\d{2}):(\d{2})"
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
 # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-_IMF_RE = re.compile(rf"{_DAY}, (\d{{2}}) {_MONTH} (\d{{4}}) {_TIME} GMT")
+_IMF_RE = re.compile(rf"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT")
 # obsolete RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-_RFC850_RE = re.compile(rf"{_LONG_DAY}, (\d{{2}})-{_MONTH}-(\d{{2}}) {_TIME} GMT")
+_RFC850_RE = re.compile(rf"{_LONG_DAY}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT")
 # obsolete asctime: Sun Nov  6 08:49:37 1994
-_ASCTIME_RE = re.compile(rf"{_DAY} {_MONTH} ([ \d]\d) {_TIME} (\d{{4}})")
+_ASCTIME_RE = re.compile(rf"{_DAY} {_MONTH} ([ 0-9][0-9]) {_TIME} ([0-9]{{4}})")
 _ETAG_RE = re.compile(r'\s*(W/)?("[^"]*"|[^",\s]+)\s*(?:,|$)')
 
 

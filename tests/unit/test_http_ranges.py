@@ -71,6 +71,7 @@ def test_single_ranges_parse(header: str, expected: object) -> None:
         "bytes 0-1",
         "bytes=--1",
         "bytes=" + "9" * 30 + "-",
+        "bytes=\u0661-\u0662",  # Arabic-Indic digits are not DIGIT
     ],
 )
 def test_unusable_ranges_are_ignored(header: str | None) -> None:
@@ -148,6 +149,7 @@ def test_rfc850_two_digit_year_window() -> None:
         "Sun, 31 Feb 1994 08:49:37 GMT",
         "Sun, 06 Nov 1994 25:49:37 GMT",
         "Sun, 6 Nov 1994 08:49:37 GMT",
+        "Sun, \u0660\u0666 Nov 1994 08:49:37 GMT",
     ],
 )
 def test_invalid_http_dates(text: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from unittest import mock
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import pytest
@@ -783,8 +783,6 @@ _segment = st.text(
 )
 def test_botocore_signed_arbitrary_keys_verify(segments: list[str], prefix: str) -> None:
     """Any key and prefix botocore can sign (quoted as its S3 serializer does) verifies."""
-    from urllib.parse import quote  # noqa: PLC0415 - local to the property
-
     path = "/pkg/" + "/".join(quote(s, safe="~") for s in segments)
     query = "prefix=" + quote(prefix, safe="~")
     wire = _botocore(f"http://127.0.0.1:9000{path}?{query}")
@@ -909,3 +907,16 @@ def test_boto3_presigned_urls_verify(key: str) -> None:
         "GET", parts.path, parts.query, [("host", parts.netloc)], _lookup, now=signed_at
     )
     assert result.presigned
+
+
+@pytest.mark.parametrize("expires", ["\u00b2", "\u0661\u0662", "+5", " 5"])
+def test_presigned_expires_must_be_ascii_digits(expires: str) -> None:
+    """Non-ASCII digits or signs in X-Amz-Expires are refused, never a crash."""
+    wire = _botocore("http://127.0.0.1:9000/pkg/k", presign=True)
+    query = "&".join(
+        f"X-Amz-Expires={quote(expires)}" if p.startswith("X-Amz-Expires=") else p
+        for p in wire.query.split("&")
+    )
+    with pytest.raises(SigV4Error) as info:
+        _verify(Wire("GET", wire.path, query, wire.headers))
+    assert info.value.code == "AuthorizationQueryParametersError"

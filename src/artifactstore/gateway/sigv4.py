@@ -103,7 +103,8 @@ SecretLookup = Callable[[str], str | None]
 
 # RFC 3986 unreserved characters; AWS encodes everything else as %XX (uppercase).
 _UNRESERVED = "-_.~"
-_AMZ_DATE_RE = re.compile(r"\d{8}T\d{6}Z")
+_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_EXPIRES_RE = re.compile(r"[0-9]{1,6}")
 _SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")
 _SHA256_HEX_RE = re.compile(r"[0-9a-fA-F]{64}")
 _SIGNED_HEADERS_RE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+(;[a-z0-9!#$%&'*+.^_`|~-]+)*")
@@ -420,9 +421,11 @@ def _header_claim(
         signed_at = _parse_amz_date(amz_date, "AccessDenied")
     elif "date" in headers:
         try:
-            signed_at = parsedate_to_datetime(headers["date"][0]).astimezone(UTC)
+            parsed = parsedate_to_datetime(headers["date"][0])
         except (TypeError, ValueError) as exc:
             raise SigV4Error("AccessDenied", "the Date header is not a valid HTTP date") from exc
+        # HTTP dates are GMT; "-0000" parses naive, which must not mean local time.
+        signed_at = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
         amz_date = signed_at.strftime("%Y%m%dT%H%M%SZ")
     else:
         raise SigV4Error(
@@ -459,7 +462,7 @@ def _query_claim(params: dict[str, str], *, service: str, region: str | None) ->
         params["X-Amz-Credential"], code=code, amz_date=amz_date, service=service, region=region
     )
     expires = params["X-Amz-Expires"]
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGNED_EXPIRES:
+    if not _EXPIRES_RE.fullmatch(expires) or not 1 <= int(expires) <= MAX_PRESIGNED_EXPIRES:
         raise SigV4Error(
             code, f"X-Amz-Expires must be a number of seconds from 1 to {MAX_PRESIGNED_EXPIRES}"
         )
