@@ -15,6 +15,7 @@ from artifactstore.errors import ChainBrokenError
 from artifactstore.events import (
     GENESIS_HASH,
     BlobStored,
+    EventPayload,
     EventType,
     PackageYanked,
     TokenRevoked,
@@ -110,7 +111,7 @@ async def test_parallel_appenders_keep_the_chain_linear(database_url: str) -> No
     async def writer(index: int, eng: AsyncEngine) -> None:
         for j in range(per_writer):
             async with eng.begin() as conn:
-                payloads = [
+                payloads: list[EventPayload] = [
                     TokenRevoked(name=f"w{index}-{j}"),
                     PackageYanked(package="p", version=f"{index}.{j}"),
                 ]

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["UploadSession", "Uploads"]
 
 UPLOAD_PREFIX = "upload-"
+ORPHAN_GRACE_SECONDS = 600
 _REHASH_CHUNK = 1024 * 1024
 
 
@@ -109,7 +111,6 @@ class Uploads:
                 return existing
         now = datetime.now(UTC)
         session_id = uuid.uuid4()
-        self.path(session_id).touch(mode=0o600, exist_ok=False)
         async with self.engine.begin() as conn:
             await conn.execute(
                 upload_sessions.insert().values(
@@ -124,6 +125,9 @@ class Uploads:
                     retention_class=retention_class,
                 )
             )
+        # The row first, then the file: ``expire`` treats a file without a row
+        # (and older than ORPHAN_GRACE_SECONDS) as debris of a crash.
+        self.path(session_id).touch(mode=0o600, exist_ok=False)
         self._hashers[session_id] = DualHasher()
         return UploadSession(
             session_id, 0, now, now + timedelta(seconds=self.limits.expiry_seconds), size
@@ -293,13 +297,14 @@ class Uploads:
         for session_id in expired:
             self._hashers.pop(session_id, None)
             self.path(session_id).unlink(missing_ok=True)
+        cutoff = time.time() - ORPHAN_GRACE_SECONDS
         for entry in self.staging.root.glob(f"{UPLOAD_PREFIX}*"):
             try:
                 owner = uuid.UUID(entry.name.removeprefix(UPLOAD_PREFIX))
-            except ValueError:
+                if owner not in live and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+            except (ValueError, FileNotFoundError):
                 continue
-            if owner not in live:
-                entry.unlink(missing_ok=True)
         return len(expired)
 
     async def count_active(self) -> int:

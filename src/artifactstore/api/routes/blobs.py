@@ -15,7 +15,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 
-@router.api_route("/{digest}", methods=["GET", "HEAD"], summary="Read a blob")
+@router.get("/{digest}", summary="Read a blob")
+@router.head("/{digest}", summary="A blob's headers", operation_id="head_blob")
 async def get_blob(
     digest: str, request: Request, services: ServicesDep, _actor: ActorRead
 ) -> Response:

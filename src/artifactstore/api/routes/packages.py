@@ -129,10 +129,11 @@ async def get_version(
     )
 
 
-@router.api_route(
+@router.get("/{name}/versions/{version}/files/{path:path}", summary="A file of a version")
+@router.head(
     "/{name}/versions/{version}/files/{path:path}",
-    methods=["GET", "HEAD"],
-    summary="A file of a version",
+    summary="A file's headers",
+    operation_id="head_file",
 )
 async def get_file(
     name: str,
