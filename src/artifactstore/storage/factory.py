@@ -34,6 +34,7 @@ __all__ = [
     "default_openers",
     "open_backend",
     "open_backends",
+    "register_backend_type",
 ]
 
 Opener: TypeAlias = "Callable[[Any, str | None], Awaitable[StorageBackend]]"
@@ -117,6 +118,11 @@ def default_openers() -> OpenerTable:
 
 
 _DEFAULT = default_openers()
+
+
+def register_backend_type(kind: str, target: str | Opener) -> None:
+    """Add a backend type to the process-wide table (plug-ins); duplicates raise ValueError."""
+    _DEFAULT.register(kind, target)
 
 
 async def open_backend(
