@@ -1,0 +1,1 @@
+"""The artifactstore command line (typer): one module per command group."""

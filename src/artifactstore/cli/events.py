@@ -1,0 +1,238 @@
+"""``artifactstore events tail|verify|replay``: read, check and re-apply the event log.
+
+``tail`` is a client of the server: pages of ``GET /v1/events`` and, with
+``--follow``, the Server-Sent Events stream ``GET /v1/events/stream``,
+reconnecting after the last seq it printed when the connection breaks.
+
+``verify`` and ``replay`` open the database directly (``cli.db.database``):
+``verify`` re-derives every link of the hash chain in one REPEATABLE READ
+transaction (a consistent snapshot while the server keeps appending);
+``replay`` empties the views and applies the whole log in one transaction,
+holding the appenders' lock (``LOCK TABLE events IN EXCLUSIVE MODE``, as
+``events.append`` takes it) so no event lands half-way. ``replay --check``
+compares the rebuilt views with the live ones and rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import httpx
+import sqlalchemy as sa
+import typer
+
+from artifactstore import errors
+from artifactstore.cli.client import (
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    ApiClient,
+    ServerOption,
+    TokenOption,
+    is_retryable,
+    resolve_endpoint,
+)
+from artifactstore.cli.db import ConfigOption, database
+from artifactstore.events import verify_chain
+from artifactstore.views import replay, snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["app", "format_event", "parse_sse"]
+
+PAGE = 1000
+DEFAULT_LINES = 20
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # the server sends a keepalive every 15 s
+
+app = typer.Typer(help="The event log: tail, verify the hash chain, replay views.")
+
+
+def format_event(item: dict[str, Any]) -> str:
+    """One event on one line: seq, time, type, actor, payload."""
+    payload = json.dumps(item.get("payload", {}), separators=(",", ":"), ensure_ascii=False)
+    occurred = str(item.get("occurred_at", ""))[:19].replace("T", " ")
+    return f"{item['seq']:>8}  {occurred}  {item['type']:<32}  {item.get('actor', '')}  {payload}"
+
+
+def _emit(item: dict[str, Any], *, as_json: bool) -> None:
+    line = json.dumps(item, ensure_ascii=False) if as_json else format_event(item)
+    print(line, flush=True)
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str, str]]:
+    """``(id, event, data)`` for each event of a text/event-stream (comments skipped)."""
+    ident, kind = "", ""
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield ident, kind, "\n".join(data)
+            kind, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            kind = value
+        elif name == "id":
+            ident = value
+
+
+async def _history(api: ApiClient, after: int | None, lines: int, *, as_json: bool) -> int:
+    """Print the log after ``after`` (or its last ``lines`` events); return the last seq seen."""
+    position = after or 0
+    window: collections.deque[dict[str, Any]] | None = (
+        collections.deque(maxlen=lines) if after is None else None
+    )
+    while True:
+        page = await api.get_json("/v1/events", params={"after": position, "limit": PAGE})
+        items = page.get("items", [])
+        for item in items:
+            if window is None:
+                _emit(item, as_json=as_json)
+            else:
+                window.append(item)
+        position = int(page.get("next_after", position))
+        if len(items) < PAGE:
+            break
+    for item in window or ():
+        _emit(item, as_json=as_json)
+    return position
+
+
+async def _follow(api: ApiClient, position: int, *, as_json: bool) -> None:
+    """Print events from the stream forever, reconnecting after ``position``."""
+    delay = RETRY_FIRST_DELAY
+    while True:
+        try:
+            async with api.stream(
+                "GET",
+                "/v1/events/stream",
+                params={"after": position},
+                headers={"Accept": "text/event-stream"},
+                timeout=STREAM_TIMEOUT,
+            ) as response:
+                async for _ident, _kind, data in parse_sse(response.aiter_lines()):
+                    item = json.loads(data)
+                    if int(item["seq"]) <= position:
+                        continue
+                    _emit(item, as_json=as_json)
+                    position = int(item["seq"])
+                    delay = RETRY_FIRST_DELAY
+        except errors.ArtifactStoreError as exc:
+            if not is_retryable(exc):
+                raise
+            print(f"event stream: {exc.message}; reconnecting in {delay:.1f}s", file=sys.stderr)
+        await asyncio.sleep(delay)
+        delay = min(RETRY_MAX_DELAY, delay * 2)
+
+
+@app.command("tail")
+def tail_command(  # noqa: PLR0917 - typer passes every option as a parameter
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen.")
+    ] = False,
+    after: Annotated[
+        int | None,
+        typer.Option(min=0, metavar="SEQ", help="Print every event after this seq."),
+    ] = None,
+    lines: Annotated[
+        int,
+        typer.Option("--lines", "-n", min=0, help="Without --after: how many recent events."),
+    ] = DEFAULT_LINES,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print recent events (the last --lines, or all after --after); --follow for new ones."""
+
+    async def run() -> None:
+        async with ApiClient(resolve_endpoint(server, token), retry_seconds=0) as api:
+            position = await _history(api, after, lines, as_json=as_json)
+            if follow:
+                await _follow(api, position, as_json=as_json)
+
+    asyncio.run(run())
+
+
+@app.command("verify")
+def verify_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Re-derive the whole hash chain from the database; exit 1 at the first bad event."""
+
+    async def run() -> dict[str, Any]:
+        async with database(config) as db, db.engine.connect() as conn:
+            snap = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with snap.begin():
+                report = await verify_chain(snap)
+        return {
+            "ok": True,
+            "events": report.count,
+            "head_seq": report.head_seq,
+            "head_hash": report.head_hash.hex(),
+        }
+
+    result = asyncio.run(run())
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"event chain ok: {result['events']} events,"
+            f" head seq {result['head_seq']}, head hash {result['head_hash']}"
+        )
+
+
+@app.command("replay")
+def replay_command(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Rebuild, compare with the live views, roll back; exit 1 if they differ.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Empty every view and rebuild it from the whole event log, in one transaction."""
+
+    async def run() -> tuple[int, list[str]]:
+        async with database(config) as db, db.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+                before = await snapshot(conn) if check else {}
+                count = await replay(conn)
+                differ: list[str] = []
+                if check:
+                    after = await snapshot(conn)
+                    differ = sorted(
+                        t for t in before.keys() | after.keys() if before.get(t) != after.get(t)
+                    )
+                    await transaction.rollback()
+                else:
+                    await transaction.commit()
+            except BaseException:
+                if transaction.is_active:
+                    await transaction.rollback()
+                raise
+        return count, differ
+
+    count, differ = asyncio.run(run())
+    if not check:
+        print(f"replayed {count} events into the views")
+        return
+    if differ:
+        raise errors.IntegrityError(
+            f"replaying {count} events gives different views: {', '.join(differ)}", views=differ
+        )
+    print(f"views match a replay of all {count} events (nothing changed)")

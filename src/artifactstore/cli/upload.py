@@ -1,0 +1,772 @@
+"""``artifactstore upload``: hash local files once, send the missing blobs, publish.
+
+Steps (DESIGN sections 5 and 6):
+
+1. Collect files. Each argument is a file or a directory walked recursively;
+   manifest paths are relative to the argument's parent (``upload p 1
+   build/dist`` publishes ``dist/...``). Symlinks are followed when their
+   target lies inside the argument's tree (the target's bytes are published
+   under the link's path; manifests hold no links) and refused when they
+   point outside it, dangle, or loop. FIFOs, sockets and devices are refused.
+   Empty directories cannot be represented and are reported as such on
+   stderr. Nothing is skipped silently: every refusal is an error (exit 2).
+2. Hash every file once (``DualHasher``, 4 MiB reads, in worker threads).
+3. For each distinct sha256, ``POST /v1/uploads`` with both digests: the
+   server either says the blob exists or opens a session. Sessions are fed by
+   chunked ``PATCH`` streamed from the file (never whole in memory) and closed
+   by ``PUT`` with both digests; ``--concurrency`` blobs move at once.
+4. Transport failures and 5xx answers are retried with backoff
+   (``client.RETRY_BUDGET_SECONDS`` per operation); before re-sending, the
+   client asks ``HEAD`` for the server's offset and resumes there. Session ids
+   are kept under the user cache dir, keyed by sha256, so re-running an
+   interrupted command resumes too.
+5. Publish the canonical CBOR manifest with ``PUT``, check the server names
+   the same manifest digest, print it.
+
+Media types come from a fixed table of file extensions in this module, not
+from the platform's ``mimetypes`` database: the manifest, and so the
+version's identity, must not depend on the machine that uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from artifactstore import errors
+from artifactstore.cli.client import (
+    ApiClient,
+    Progress,
+    ServerOption,
+    TokenOption,
+    first_error,
+    format_size,
+    resolve_endpoint,
+)
+from artifactstore.digests import BlobDigests, DualHasher
+from artifactstore.manifest import DEFAULT_MEDIA_TYPE, ManifestFile, build_manifest, encode_manifest
+from artifactstore.names import validate_file_path, validate_package_name, validate_version
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "SessionState",
+    "SourceFile",
+    "collect_files",
+    "media_type_for",
+    "parse_size",
+    "upload_command",
+]
+
+READ_BLOCK = 4 * 1024 * 1024
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
+MAX_SESSION_RESTARTS = 3
+CBOR = "application/cbor"
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+
+# Fixed on purpose (see the module docstring); lower-cased suffixes.
+MEDIA_TYPES: dict[str, str] = {
+    ".7z": "application/x-7z-compressed",
+    ".bz2": "application/x-bzip2",
+    ".css": "text/css",
+    ".csv": "text/csv",
+    ".deb": "application/vnd.debian.binary-package",
+    ".gif": "image/gif",
+    ".gz": "application/gzip",
+    ".htm": "text/html",
+    ".html": "text/html",
+    ".iso": "application/x-iso9660-image",
+    ".jar": "application/java-archive",
+    ".jpeg": "image/jpeg",
+    ".jpg": "image/jpeg",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".parquet": "application/vnd.apache.parquet",
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".rpm": "application/x-rpm",
+    ".svg": "image/svg+xml",
+    ".tar": "application/x-tar",
+    ".tgz": "application/gzip",
+    ".toml": "application/toml",
+    ".txt": "text/plain",
+    ".wasm": "application/wasm",
+    ".whl": "application/zip",
+    ".xml": "application/xml",
+    ".xz": "application/x-xz",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".zip": "application/zip",
+    ".zst": "application/zstd",
+}
+
+
+def media_type_for(path: str) -> str:
+    """The media type recorded for ``path``: by its last suffix, else octet-stream."""
+    name = path.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    if dot <= 0:
+        return DEFAULT_MEDIA_TYPE
+    return MEDIA_TYPES.get(name[dot:].lower(), DEFAULT_MEDIA_TYPE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``8388608``, ``8M``, ``8MiB`` or ``512k`` (units are powers of 1024).
+
+    Raises:
+        ValueError: not a positive size.
+    """
+    cleaned = text.strip().lower()
+    digits = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = cleaned[len(digits) :].strip()
+    if not digits.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (examples: 8388608, 8M, 8MiB)")
+    size = int(digits) * _SIZE_UNITS[unit]
+    if size <= 0:
+        raise ValueError("size must be positive")
+    return size
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One local file and the manifest path it is published under."""
+
+    path: str
+    source: Path
+    size: int
+    mtime_ns: int
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _stat(path: Path, *, follow: bool = True) -> os.stat_result:
+    try:
+        return path.stat() if follow else path.lstat()
+    except FileNotFoundError:
+        raise errors.InvalidInputError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise errors.InvalidInputError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _walk_dir(
+    directory: Path,
+    prefix: str,
+    root: Path,
+    ancestors: frozenset[tuple[int, int]],
+    note: Callable[[str], None],
+) -> Iterator[SourceFile]:
+    """Files under ``directory`` (a real path inside ``root``), in name order."""
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError as exc:
+        raise errors.InvalidInputError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
+    if not entries:
+        note(f"note: empty directory {directory} is not recorded (manifests hold files only)")
+    for entry in entries:
+        rel = f"{prefix}/{entry.name}"
+        path = Path(entry.path)
+        if entry.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise errors.InvalidInputError(
+                    f"{path}: symlink is dangling or loops; fix or remove it"
+                ) from None
+            if not target.is_relative_to(root):
+                raise errors.InvalidInputError(
+                    f"{path}: symlink points outside {root} (to {target}); refusing to follow it"
+                )
+            st = _stat(target)
+        else:
+            target = path
+            st = _stat(path, follow=False)
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                raise errors.InvalidInputError(
+                    f"{path}: symlink to its own ancestor {target}; refusing to loop"
+                )
+            yield from _walk_dir(target, rel, root, ancestors | {key}, note)
+        elif stat.S_ISREG(st.st_mode):
+            yield SourceFile(rel, target, st.st_size, st.st_mtime_ns)
+        else:
+            raise errors.InvalidInputError(
+                f"{path}: {_kind(st.st_mode)} cannot be uploaded;"
+                " remove it or name the other files explicitly"
+            )
+
+
+def _walk_argument(argument: Path, note: Callable[[str], None]) -> Iterator[SourceFile]:
+    text = os.fspath(argument)
+    st = _stat(argument)  # an explicitly named symlink is followed
+    name = Path(os.path.normpath(text)).name
+    if name in {"", ".", ".."}:
+        name = argument.resolve().name
+    if not name:
+        raise errors.InvalidInputError(f"{text}: cannot upload the filesystem root")
+    if stat.S_ISREG(st.st_mode):
+        yield SourceFile(name, argument, st.st_size, st.st_mtime_ns)
+    elif stat.S_ISDIR(st.st_mode):
+        root = argument.resolve()
+        yield from _walk_dir(root, name, root, frozenset({(st.st_dev, st.st_ino)}), note)
+    else:
+        raise errors.InvalidInputError(f"{text}: {_kind(st.st_mode)} cannot be uploaded")
+
+
+def collect_files(arguments: Sequence[Path], note: Callable[[str], None]) -> list[SourceFile]:
+    """Every file the arguments name, sorted by manifest path (see the module docstring).
+
+    Raises:
+        InvalidInputError: a missing argument, a refused symlink or special
+            file, a name that is not a valid manifest path, two files with one
+            manifest path, or no files at all.
+    """
+    found: dict[str, SourceFile] = {}
+    for argument in arguments:
+        for item in _walk_argument(argument, note):
+            try:
+                validate_file_path(item.path)
+            except errors.InvalidNameError as exc:
+                raise errors.InvalidInputError(
+                    f"{item.source}: cannot be published as {item.path!a}: {exc.message}"
+                ) from exc
+            if item.path in found:
+                raise errors.InvalidInputError(
+                    f"{found[item.path].source} and {item.source} would both be published"
+                    f" as {item.path!r}"
+                )
+            found[item.path] = item
+    if not found:
+        raise errors.InvalidInputError("nothing to upload: the arguments hold no files")
+    return sorted(found.values(), key=lambda f: f.path)
+
+
+def _hash_file(item: SourceFile, on_bytes: Callable[[int], None]) -> BlobDigests:
+    """Both digests of one file, read once in ``READ_BLOCK`` pieces."""
+    hasher = DualHasher()
+    buffer = bytearray(READ_BLOCK)
+    view = memoryview(buffer)
+    try:
+        with item.source.open("rb") as fh:
+            while n := fh.readinto(buffer):
+                hasher.update(view[:n])
+                on_bytes(n)
+    except OSError as exc:
+        raise errors.InvalidInputError(f"{item.source}: {exc.strerror or exc}") from exc
+    digests = hasher.result()
+    if digests.size != item.size:
+        raise errors.SizeMismatchError(
+            f"{item.source} changed while it was read ({item.size} -> {digests.size} bytes)"
+        )
+    return digests
+
+
+# --------------------------------------------------------------------------- resume state
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "artifactstore"
+
+
+class SessionState:
+    """Upload session ids by blob sha256, under the user cache dir, for resuming later.
+
+    Best effort: a cache that cannot be read or written only costs the
+    resume, never the upload. One small JSON file per blob, written atomically.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or _cache_dir() / "uploads"
+
+    def _file(self, sha256_hex: str) -> Path:
+        return self.directory / f"{sha256_hex}.json"
+
+    def load(self, server: str, sha256_hex: str, size: int) -> str | None:
+        """The session id saved for this blob on this server, if any."""
+        try:
+            data = json.loads(self._file(sha256_hex).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("server") != server or data.get("size") != size:
+            return None
+        session = data.get("session")
+        return session if isinstance(session, str) else None
+
+    def save(self, server: str, sha256_hex: str, size: int, session: str) -> None:
+        """Remember ``session`` for this blob."""
+        path = self._file(sha256_hex)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp.write_text(
+                json.dumps({"server": server, "session": session, "size": size}), encoding="utf-8"
+            )
+            tmp.replace(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def forget(self, sha256_hex: str) -> None:
+        """Drop what was saved for this blob (idempotent)."""
+        with contextlib.suppress(OSError):
+            self._file(sha256_hex).unlink()
+
+
+# --------------------------------------------------------------------------- uploading
+
+
+@dataclass(slots=True)
+class _Blob:
+    """One distinct content to make sure the server holds, and the files that share it."""
+
+    digests: BlobDigests
+    files: list[SourceFile]
+
+    @property
+    def source(self) -> SourceFile:
+        return self.files[0]
+
+
+@dataclass(slots=True)
+class _Totals:
+    uploaded_blobs: set[str] = field(default_factory=set)
+    bytes_uploaded: int = 0
+
+
+class _Uploader:
+    """Moves blobs through upload sessions; one instance per command run."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        state: SessionState,
+        progress: Progress,
+        *,
+        chunk_size: int,
+        producer: str | None,
+        retention_class: str | None,
+    ) -> None:
+        self.api = api
+        self.state = state
+        self.progress = progress
+        self.chunk_size = chunk_size
+        self.producer = producer
+        self.retention_class = retention_class
+        self.totals = _Totals()
+        self.bar = -1
+
+    async def _create(self, blob: _Blob) -> tuple[str, int] | None:
+        """Open a session (id, offset), or None when the server already holds the blob."""
+        body: dict[str, Any] = {
+            "size": blob.digests.size,
+            "sha256": str(blob.digests.sha256),
+            "blake3": str(blob.digests.blake3),
+        }
+        if self.producer:
+            body["producer"] = self.producer
+        if self.retention_class:
+            body["retention_class"] = self.retention_class
+
+        async def post(_attempt: int) -> tuple[str, int] | None:
+            response = await self.api.request("POST", "/v1/uploads", json=body)
+            data = response.json()
+            if response.status_code == 200 and data.get("status") == "exists":  # noqa: PLR2004
+                return None
+            return str(data["id"]), int(data.get("offset", 0))
+
+        return await self.api.retrying(f"{blob.source.path}: open session", post)
+
+    async def _offset(self, session: str) -> int:
+        response = await self.api.request("HEAD", f"/v1/uploads/{session}")
+        return int(response.headers.get("upload-offset", "0"))
+
+    async def _body(
+        self, item: SourceFile, offset: int, length: int, sent: list[int]
+    ) -> AsyncIterator[bytes]:
+        """``length`` bytes of the file from ``offset``, read in blocks as they are sent.
+
+        ``sent[0]`` counts the bytes handed to the connection so far.
+        """
+        fh = await asyncio.to_thread(item.source.open, "rb")
+        try:
+            await asyncio.to_thread(fh.seek, offset)
+            remaining = length
+            while remaining:
+                block = await asyncio.to_thread(fh.read, min(READ_BLOCK, remaining))
+                if not block:
+                    raise errors.SizeMismatchError(f"{item.source} shrank after it was hashed")
+                remaining -= len(block)
+                sent[0] += len(block)
+                self.progress.advance(self.bar, len(block))
+                yield block
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    def _check_unchanged(self, item: SourceFile) -> None:
+        st = _stat(item.source)
+        if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
+            raise errors.IntegrityError(
+                f"{item.source} changed after it was hashed; run the upload again"
+            )
+
+    async def _send_chunks(self, blob: _Blob, session: str, offset: int) -> int:
+        """PATCH the rest of the blob from ``offset``; returns the final offset."""
+        item, size = blob.source, blob.digests.size
+        state = {"offset": offset}
+
+        async def patch(attempt: int) -> int:
+            if attempt:
+                resume = await self._offset(session)  # the server's resume point
+                self.progress.advance(self.bar, resume - state["offset"])
+                state["offset"] = resume
+            start = state["offset"]
+            length = min(self.chunk_size, size - start)
+            if length <= 0:
+                return start
+            self._check_unchanged(item)
+            sent = [0]
+            try:
+                response = await self.api.request(
+                    "PATCH",
+                    f"/v1/uploads/{session}",
+                    content=self._body(item, start, length, sent),
+                    headers={
+                        "Upload-Offset": str(start),
+                        "Content-Type": "application/offset+octet-stream",
+                        "Content-Length": str(length),
+                    },
+                )
+            except BaseException:
+                # What the server did not acknowledge is sent again later.
+                self.progress.advance(self.bar, -sent[0])
+                raise
+            return int(response.headers.get("upload-offset", start + length))
+
+        def busy(exc: BaseException) -> bool:
+            # 409 "conflict": an earlier PATCH of this session is still being
+            # written (its connection broke); the server will let go shortly.
+            return type(exc) is errors.ConflictError
+
+        while state["offset"] < size:
+            before = state["offset"]
+            try:
+                after = await self.api.retrying(f"{item.path}: send bytes", patch, also_retry=busy)
+            except errors.UploadOffsetMismatchError as exc:
+                current = exc.detail.get("offset")
+                if not isinstance(current, int):
+                    raise
+                self.progress.advance(self.bar, current - state["offset"])
+                state["offset"] = current
+                continue
+            self.totals.bytes_uploaded += max(0, after - before)
+            self.totals.uploaded_blobs.add(blob.digests.sha256.hex)
+            state["offset"] = after
+        return state["offset"]
+
+    async def _finalize(self, blob: _Blob, session: str) -> None:
+        params = {"sha256": blob.digests.sha256.hex, "blake3": blob.digests.blake3.hex}
+
+        async def put(_attempt: int) -> None:
+            await self.api.request("PUT", f"/v1/uploads/{session}", params=params)
+
+        try:
+            await self.api.retrying(f"{blob.source.path}: finish upload", put)
+        except errors.DigestMismatchError as exc:
+            self.state.forget(blob.digests.sha256.hex)
+            raise errors.DigestMismatchError(
+                f"{blob.source.source}: the server received different bytes ({exc.message});"
+                " did the file change during the upload?",
+                **exc.detail,
+            ) from exc
+        self.totals.uploaded_blobs.add(blob.digests.sha256.hex)
+
+    async def _upload_once(self, blob: _Blob) -> None:
+        sha = blob.digests.sha256.hex
+        size = blob.digests.size
+        session = self.state.load(self.api.endpoint.url, sha, size)
+        offset = 0
+        if session is not None:
+            saved = session
+
+            async def head(_attempt: int) -> int:
+                return await self._offset(saved)
+
+            try:
+                offset = await self.api.retrying(f"{blob.source.path}: resume", head)
+            except errors.UploadNotFoundError:
+                self.state.forget(sha)
+                session = None
+        if session is None:
+            created = await self._create(blob)
+            if created is None:
+                self.progress.advance(self.bar, size)
+                return
+            session, offset = created
+            self.state.save(self.api.endpoint.url, sha, size, session)
+        self.progress.advance(self.bar, offset)
+        await self._send_chunks(blob, session, offset)
+        await self._finalize(blob, session)
+        self.state.forget(sha)
+
+    async def upload(self, blob: _Blob) -> None:
+        """Make sure the server holds ``blob``, resuming or restarting sessions as needed.
+
+        A session that vanished (expired, or finished by a PUT whose answer
+        was lost) is replaced by a new one, whose POST then finds the blob if
+        it was stored.
+        """
+        for restart in range(MAX_SESSION_RESTARTS + 1):
+            try:
+                await self._upload_once(blob)
+            except errors.UploadNotFoundError:
+                self.state.forget(blob.digests.sha256.hex)
+                if restart == MAX_SESSION_RESTARTS:
+                    raise
+                continue
+            return
+
+
+# --------------------------------------------------------------------------- command
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    package: str
+    version: str
+    paths: list[Path]
+    server: str | None
+    token: str | None
+    producer: str | None
+    retention_class: str | None
+    annotations: dict[str, str]
+    concurrency: int
+    chunk_size: int
+
+
+async def _hash_all(
+    files: Sequence[SourceFile], concurrency: int, progress: Progress
+) -> list[BlobDigests]:
+    bar = progress.task("hashing", sum(f.size for f in files))
+    gate = asyncio.Semaphore(max(1, min(concurrency, os.cpu_count() or 1)))
+
+    async def one(item: SourceFile) -> BlobDigests:
+        async with gate:
+            return await asyncio.to_thread(_hash_file, item, lambda n: progress.advance(bar, n))
+
+    return list(await asyncio.gather(*(one(f) for f in files)))
+
+
+async def _publish(api: ApiClient, options: _Options, body: bytes) -> dict[str, Any]:
+    path = f"/v1/packages/{quote(options.package)}/versions/{quote(options.version)}"
+    params = {
+        key: value
+        for key, value in (
+            ("producer", options.producer),
+            ("retention_class", options.retention_class),
+        )
+        if value
+    }
+
+    async def put(_attempt: int) -> dict[str, Any]:
+        response = await api.request(
+            "PUT", path, content=body, params=params, headers={"Content-Type": CBOR}
+        )
+        data: dict[str, Any] = response.json()
+        return data
+
+    try:
+        return await api.retrying("publish", put)
+    except errors.VersionConflictError as exc:
+        raise errors.VersionConflictError(
+            f"{options.package} {options.version} is already published with different content;"
+            " a published version never changes: publish a new version",
+            **exc.detail,
+        ) from exc
+
+
+async def _run(options: _Options) -> dict[str, Any]:
+    validate_package_name(options.package)
+    validate_version(options.version)
+    endpoint = resolve_endpoint(options.server, options.token)
+    with Progress() as progress:
+        files = collect_files(options.paths, progress.note)
+        digests = await _hash_all(files, options.concurrency, progress)
+        manifest = build_manifest(
+            options.package,
+            options.version,
+            (
+                ManifestFile(f.path, d.size, d.sha256, d.blake3, media_type_for(f.path))
+                for f, d in zip(files, digests, strict=True)
+            ),
+            options.annotations,
+        )
+        body = encode_manifest(manifest)
+        manifest_sha256 = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        blobs: dict[str, _Blob] = {}
+        for f, d in zip(files, digests, strict=True):
+            blobs.setdefault(d.sha256.hex, _Blob(d, [])).files.append(f)
+
+        async with ApiClient(
+            endpoint, on_retry=progress.note, max_connections=options.concurrency + 2
+        ) as api:
+            uploader = _Uploader(
+                api,
+                SessionState(),
+                progress,
+                chunk_size=options.chunk_size,
+                producer=options.producer,
+                retention_class=options.retention_class,
+            )
+            uploader.bar = progress.task("uploading", sum(b.digests.size for b in blobs.values()))
+            gate = asyncio.Semaphore(options.concurrency)
+
+            async def one(blob: _Blob) -> None:
+                async with gate:
+                    await uploader.upload(blob)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for blob in blobs.values():
+                        group.create_task(one(blob))
+            except BaseExceptionGroup as failed:
+                raise first_error(failed) from None
+            published = await _publish(api, options, body)
+
+    if published.get("manifest_sha256") != manifest_sha256:
+        raise errors.DigestMismatchError(
+            f"the server recorded manifest {published.get('manifest_sha256')},"
+            f" this client computed {manifest_sha256}",
+            expected=manifest_sha256,
+            actual=published.get("manifest_sha256"),
+        )
+    uploaded = len(uploader.totals.uploaded_blobs)
+    return {
+        "package": options.package,
+        "version": options.version,
+        "manifest_sha256": manifest_sha256,
+        "created": bool(published.get("created")),
+        "files": len(files),
+        "uploaded": uploaded,
+        "skipped": len(files) - uploaded,
+        "bytes_uploaded": uploader.totals.bytes_uploaded,
+    }
+
+
+def _parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--annotation")
+        if key in result:
+            raise typer.BadParameter(f"key {key!r} given twice", param_hint="--annotation")
+        result[key] = value
+    return result
+
+
+def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
+    package: Annotated[str, typer.Argument(help="Package name.", show_default=False)],
+    version: Annotated[str, typer.Argument(help="Version to publish.", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Files and directories (recursive).", show_default=False),
+    ],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    producer: Annotated[
+        str | None, typer.Option(help="Who produced the files (e.g. ci-release).")
+    ] = None,
+    retention_class: Annotated[
+        str | None, typer.Option(help="Retention class (storage routing).")
+    ] = None,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", metavar="KEY=VALUE", help="Manifest annotation; repeatable."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, max=MAX_CONCURRENCY, help="Blobs uploaded at once."),
+    ] = DEFAULT_CONCURRENCY,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            parser=parse_size,
+            metavar="BYTES",
+            help="Bytes per PATCH request (8M, 8MiB, 8388608).",
+        ),
+    ] = DEFAULT_CHUNK_SIZE,
+) -> None:
+    """Upload files and directories as PACKAGE VERSION and print the manifest digest.
+
+    Re-running an upload that succeeded is a no-op success; a version already
+    published with other content is an error (exit 1).
+    """
+    options = _Options(
+        package=package,
+        version=version,
+        paths=paths,
+        server=server,
+        token=token,
+        producer=producer,
+        retention_class=retention_class,
+        annotations=_parse_annotations(annotation or []),
+        concurrency=concurrency,
+        chunk_size=chunk_size,
+    )
+    summary = asyncio.run(_run(options))
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(summary["manifest_sha256"])
+    state = "published" if summary["created"] else "already published (unchanged)"
+    print(
+        f"{package} {version} {state}: {summary['files']} files,"
+        f" {summary['uploaded']} uploaded ({format_size(summary['bytes_uploaded'])}),"
+        f" {summary['skipped']} already stored",
+        file=sys.stderr,
+    )
