@@ -1,0 +1,64 @@
+"""End-to-end fixtures: servers started on demand (see ``serverproc``), stopped at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+from tests.e2e.serverproc import Server, cli, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+
+def _base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTIFACTSTORE_", "AWS_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env["HOME"] = str(tmp_path / "home")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
+    """Start servers on demand: ``start_server(embedded=False, data_dir=None)``."""
+    started: list[Server] = []
+
+    def start(*, embedded: bool = False, data_dir: Path | None = None) -> Server:
+        directory = data_dir or tmp_path / f"server{len(started)}"
+        directory.mkdir(parents=True, exist_ok=True)
+        env = _base_env(tmp_path)
+        env["ARTIFACTSTORE_DATA_DIR"] = str(directory)
+        if not embedded:
+            env["ARTIFACTSTORE_DATABASE_URL"] = database_url
+        server = Server(directory, free_port(), free_port(), env)
+        server.start()
+        started.append(server)
+        if not embedded:
+            made = cli(
+                "token",
+                "create",
+                "--name",
+                f"e2e{len(started)}",
+                "--scope",
+                "admin",
+                "--json",
+                env=env,
+            )
+            assert made.returncode == 0, made.stderr
+            server.env["ARTIFACTSTORE_TOKEN"] = json.loads(made.stdout)["token"]
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        server.kill()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    """One running server on this test's database."""
+    return start_server()

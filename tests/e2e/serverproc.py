@@ -1,0 +1,142 @@
+"""The real ``artifactstore serve`` as a subprocess, and the real CLI, for end-to-end tests.
+
+``start_server`` launches ``python -m artifactstore.cli serve`` with its own
+data dir, on this test's database (``ARTIFACTSTORE_DATABASE_URL``) unless
+asked to use the embedded cluster, waits for ``/healthz``, and stops it at
+teardown (SIGTERM, then SIGKILL). A write token is created with the real CLI
+(``token create --json``) and handed to clients through ``ARTIFACTSTORE_TOKEN``.
+Server output goes to ``<data_dir>/server.log`` for assertions and post-mortems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m artifactstore.cli``) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "artifactstore.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    """A running ``artifactstore serve`` subprocess and what clients need to reach it."""
+
+    data_dir: Path
+    port: int
+    s3_port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log_handles: list[object] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The REST API's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 gateway's endpoint URL."""
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server's stdout and stderr go."""
+        return self.data_dir / "server.log"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for CLI clients of this server."""
+        return {**self.env, "ARTIFACTSTORE_SERVER": self.url}
+
+    def start(self) -> None:
+        """Start the process and wait until ``/healthz`` answers."""
+        log = self.log_path.open("ab")
+        self.log_handles.append(log)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "artifactstore.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--s3-port",
+                str(self.s3_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"server exited with {self.process.returncode}:\n{self.log_tail()}"
+                raise RuntimeError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.kill()
+        msg = f"server did not become healthy:\n{self.log_tail()}"
+        raise RuntimeError(msg)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait (graceful shutdown); SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash at whatever moment the test chose."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the server wrote."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,125 @@
+"""The real server as a new user runs it: zero configuration, crashes, restarts."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from tests.e2e.serverproc import Server, cli
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+pytestmark = pytest.mark.e2e
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_zero_configuration_round_trip(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    """On the embedded default, upload then download reproduce a tree with no token handling."""
+    server = start_server(embedded=True)
+    token_file = server.data_dir / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    src = tmp_path / "somedir"
+    (src / "nested" / "deeper").mkdir(parents=True)
+    (src / "a.txt").write_text("hello\n")
+    (src / "nested" / "empty").write_bytes(b"")
+    (src / "nested" / "deeper" / "ünï cødé.bin").write_bytes(os.urandom(300_000))
+    (src / "nested" / "copy.txt").write_text("hello\n")
+    env = server.client_env()
+    up = cli("upload", "demo", "1.0.0", str(src), env=env)
+    assert up.returncode == 0, up.stderr
+    out = tmp_path / "out"
+    down = cli("download", "demo", "1.0.0", "--output", str(out), env=env)
+    assert down.returncode == 0, down.stderr
+    assert _tree(out / "somedir") == _tree(src)
+    again = cli("upload", "demo", "1.0.0", str(src), env=env)
+    assert again.returncode == 0, again.stderr
+    assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_upload_resumes_after_the_server_is_killed(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Kill -9 mid-upload, restart: the same upload command finishes from the staged offset."""
+    server = start_server()
+    big = tmp_path / "big.bin"
+    with big.open("wb") as fh:
+        for _ in range(48):
+            fh.write(os.urandom(4 * 1024 * 1024))
+    upload = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "artifactstore.cli",
+            "upload",
+            "big",
+            "1.0",
+            str(big),
+            "--chunk-size",
+            "2MiB",
+            "--concurrency",
+            "1",
+        ],
+        env=server.client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        patched = re.compile(r'"method":"PATCH".*"status":204')
+        deadline = time.monotonic() + 120
+        while not patched.search(server.log_path.read_text(errors="replace")):
+            assert upload.poll() is None, "upload finished before the crash could happen"
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.01)
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        out, err = upload.communicate(timeout=300)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    assert upload.returncode == 0, err.decode()
+    metrics = httpx.get(f"{server.url}/metrics").text
+    resumed = re.search(
+        r"^artifactstore_upload_last_resumed_offset_bytes (\S+)$", metrics, re.MULTILINE
+    )
+    assert resumed is not None
+    assert float(resumed.group(1)) > 0
+    down = cli("download", "big", "1.0", "--output", str(tmp_path / "out"), env=server.client_env())
+    assert down.returncode == 0, down.stderr
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+    del out
+
+
+def test_wrong_digest_at_finalize_stores_nothing(server: Server) -> None:
+    """A finalize with the wrong digest is refused by the real server and leaves no blob."""
+    headers = {"Authorization": f"Bearer {server.env['ARTIFACTSTORE_TOKEN']}"}
+    with httpx.Client(base_url=server.url, headers=headers) as http:
+        location = http.post("/v1/uploads", json={}).headers["location"]
+        http.patch(location, content=b"payload", headers={"Upload-Offset": "0"})
+        r = http.put(location, params={"sha256": "0" * 64})
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "digest_mismatch"
+        actual = r.json()["error"]["detail"]["actual"]
+        assert http.get(f"/v1/blobs/{actual}").status_code == 404
+        assert http.get("/v1/storage").json()["backends"][0]["locations"]["stored"] == 0
+
+
+def test_graceful_shutdown_exits_cleanly(server: Server) -> None:
+    """SIGTERM stops the server with exit status 0."""
+    assert httpx.get(f"{server.url}/readyz").json()["status"] == "ok"
+    assert server.stop() == 0
