@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -257,9 +258,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def default_data_dir() -> Path:
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_DATA_HOME/artifactstore``, i.e. ``~/.local/share/artifactstore`` by default."""
-    xdg = os.environ.get("XDG_DATA_HOME")
+    xdg = (os.environ if environ is None else environ).get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "artifactstore"
 
@@ -469,7 +470,7 @@ def load_settings(
             data_dir = Path(env[ENV_DATA_DIR])
         else:
             configured = top.get("data_dir", str)
-            data_dir = Path(configured) if configured else default_data_dir()
+            data_dir = Path(configured) if configured else default_data_dir(env)
     else:
         top.seen.add("data_dir")
     data_dir = data_dir.expanduser().absolute()

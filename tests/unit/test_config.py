@@ -1,0 +1,166 @@
+"""Configuration loading: defaults, TOML, environment overrides, secrets, clear errors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from artifactstore.config import (
+    LocalBackendSettings,
+    S3BackendSettings,
+    is_loopback,
+    load_settings,
+)
+from artifactstore.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "artifactstore.toml"
+    path.write_text(text)
+    return path
+
+
+def test_zero_configuration_is_embedded_and_local(tmp_path: Path) -> None:
+    """With nothing set: embedded database, one local backend under the data dir."""
+    settings = load_settings(environ={"XDG_DATA_HOME": str(tmp_path)})
+    assert settings.data_dir == tmp_path / "artifactstore"
+    assert settings.database.url is None
+    storage = settings.effective_storage
+    assert storage.default == "local"
+    assert storage.backends["local"] == LocalBackendSettings("local", settings.data_dir / "blobs")
+
+
+def test_file_and_environment_overrides(tmp_path: Path) -> None:
+    """Environment variables override single values of the file."""
+    path = _write(
+        tmp_path,
+        """
+[database]
+url = "postgresql+asyncpg://a@db/x"
+[server]
+port = 8081
+[storage]
+default = "ceph"
+[storage.backends.ceph]
+type = "s3"
+bucket = "artifacts"
+endpoint_url = "http://127.0.0.1:7480"
+access_key_ref = "env:CEPH_KEY"
+secret_key_ref = "file:/run/secrets/ceph"
+[storage.backends.fast]
+type = "local"
+root = "blobs-fast"
+[[storage.routes]]
+match = { retention_class = "long", producer = "ci-*" }
+backends = ["ceph", "fast"]
+""",
+    )
+    env = {
+        "ARTIFACTSTORE_DATABASE_URL": "postgresql+asyncpg://b@db/y",
+        "ARTIFACTSTORE_SERVER_PORT": "9999",
+        "ARTIFACTSTORE_DATA_DIR": str(tmp_path / "d"),
+    }
+    s = load_settings(path, environ=env)
+    assert s.database.url == "postgresql+asyncpg://b@db/y"
+    assert s.server.port == 9999
+    assert s.storage is not None
+    ceph = s.storage.backends["ceph"]
+    assert isinstance(ceph, S3BackendSettings)
+    assert ceph.access_key_ref is not None
+    assert "CEPH_KEY" not in repr(ceph.access_key_ref)
+    assert s.storage.backends["fast"] == LocalBackendSettings("fast", tmp_path / "d" / "blobs-fast")
+    assert s.storage.routes[0].backends == ("ceph", "fast")
+    assert s.storage.routes[0].producer == "ci-*"
+    assert "ARTIFACTSTORE_SERVER_PORT" in s.source
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[server]\nport = 'x'", "server.port"),
+        ("[server]\nport = 70000", "server.port"),
+        ("[server]\nprot = 1", "server.prot"),
+        ("[storage.backends.a]\ntype = 'nfs'", "storage.backends.a.type"),
+        ("[storage]\ndefault = 'nope'\n[storage.backends.a]\ntype='local'", "storage.default"),
+        (
+            (
+                "[storage.backends.s]\ntype='s3'\nbucket='b'\naccess_key_ref='AKIAINLINE'\n"
+                "secret_key_ref='env:X'"
+            ),
+            "storage.backends.s.access_key_ref",
+        ),
+        (
+            "[storage.backends.a]\ntype='local'\n[[storage.routes]]\nbackends=['zzz']",
+            "storage.routes[0].backends",
+        ),
+        ("[[gateway.credentials]]\naccess_key_id='r'\nsecret_access_key_ref='plain'", "secret"),
+        ("[uploads]\nmax_blob_bytes = -1", "uploads.max_blob_bytes"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    """Every bad value fails at load time with the offending key in the message."""
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(_write(tmp_path, text), environ={})
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    """A non-integer port in the environment names both key and variable."""
+    with pytest.raises(ConfigError, match=r"server\.port.*ARTIFACTSTORE_SERVER_PORT"):
+        load_settings(environ={"ARTIFACTSTORE_SERVER_PORT": "eighty"})
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    """Broken TOML and unreadable files are ConfigErrors, not tracebacks."""
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(_write(tmp_path, "[server"), environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_secret_references_resolve_on_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """env: and file: references resolve when revealed and fail naming the key when absent."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t\n")
+    path = _write(
+        tmp_path,
+        f"""
+[storage.backends.s]
+type = "s3"
+bucket = "b"
+access_key_ref = "env:MY_KEY"
+secret_key_ref = "file:{secret_file}"
+""",
+    )
+    s = load_settings(path, environ={})
+    assert s.storage is not None
+    backend = s.storage.backends["s"]
+    assert isinstance(backend, S3BackendSettings)
+    assert backend.secret_key_ref is not None
+    assert backend.access_key_ref is not None
+    assert backend.secret_key_ref.reveal() == "s3cr3t"
+    monkeypatch.delenv("MY_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"access_key_ref.*MY_KEY"):
+        backend.access_key_ref.reveal()
+    monkeypatch.setenv("MY_KEY", "id")
+    assert backend.access_key_ref.reveal() == "id"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - a value under test
+        ("10.0.0.1", False),
+        ("example.org", False),
+    ],
+)
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    """Anonymous access hinges on this: only loopback addresses count."""
+    assert is_loopback(host) is loopback
