@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from tests.s3_endpoints import moto_endpoint  # noqa: F401 - a fixture for every suite
 
 from artifactstore.db.embedded import start_throwaway_cluster
 

@@ -24,16 +24,25 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
-    """Start servers on demand: ``start_server(embedded=False, data_dir=None)``."""
+    """Start servers on demand: ``start_server(embedded=, data_dir=, config=, extra_env=)``."""
     started: list[Server] = []
 
-    def start(*, embedded: bool = False, data_dir: Path | None = None) -> Server:
+    def start(
+        *,
+        embedded: bool = False,
+        data_dir: Path | None = None,
+        config: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Server:
         directory = data_dir or tmp_path / f"server{len(started)}"
         directory.mkdir(parents=True, exist_ok=True)
         env = _base_env(tmp_path)
         env["ARTIFACTSTORE_DATA_DIR"] = str(directory)
         if not embedded:
             env["ARTIFACTSTORE_DATABASE_URL"] = database_url
+        if config is not None:
+            env["ARTIFACTSTORE_CONFIG"] = str(config)
+        env.update(extra_env or {})
         server = Server(directory, free_port(), free_port(), env)
         server.start()
         started.append(server)
@@ -55,7 +64,7 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Se
     yield start
     for server in started:
         server.stop()
-        server.kill()
+        server.close()
 
 
 @pytest.fixture

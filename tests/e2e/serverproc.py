@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 
@@ -60,7 +60,7 @@ class Server:
     s3_port: int
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    log_handles: list[object] = field(default_factory=list)
+    log_handles: list[BinaryIO] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -133,6 +133,13 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def close(self) -> None:
+        """Kill if still running and close the log files."""
+        self.kill()
+        for handle in self.log_handles:
+            handle.close()
+        self.log_handles.clear()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote."""
