@@ -3,7 +3,7 @@
 Owns what every suite may need: per-test isolation of ``ARTIFACTSTORE_*`` and
 ``AWS_*`` variables, the S3 settings read once at start-up, and the database
 fixtures (``pg_admin_url``, ``migrated_template``, ``database_url``,
-``empty_database_url``, ``engine``). It does not start S3 endpoints, apps or
+``empty_database_url``, ``engine``, ``tmp_data_dir``). It does not start S3 endpoints, apps or
 servers: sub-directory conftests own those. PostgreSQL is always real
 (DESIGN section 9, STYLE section 8); ``tests/README.md`` says where it comes from.
 """
@@ -57,6 +57,21 @@ def _isolated_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def s3_settings() -> Mapping[str, str]:
     """The ``S3_*`` variables (a Ceph RGW's endpoint and credentials) as given at start-up."""
     return S3_SETTINGS
+
+
+@pytest.fixture
+def tmp_data_dir() -> Iterator[Path]:
+    """A fresh directory under /tmp that another account can reach; removed afterwards.
+
+    Use it, not ``tmp_path``, as the data dir of an embedded PostgreSQL: when
+    we are root the server runs as ``postgres``, and every pytest session that
+    starts resets pytest's base directory to mode 0700, cutting it off.
+    """
+    path = Path(tempfile.mkdtemp(prefix="artifactstore-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _docker_answers() -> bool:

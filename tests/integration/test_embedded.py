@@ -2,6 +2,7 @@
 
 Pins DESIGN section 7 (zero-config database under the data dir, shared by
 the processes that use it) and the test database fixtures of tests/conftest.py.
+Data dirs come from ``tmp_data_dir``, not ``tmp_path``: see that fixture.
 """
 
 from __future__ import annotations
@@ -92,20 +93,20 @@ def test_find_postgres_bindir_holds_the_programs() -> None:
     assert all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
 
 
-async def test_start_creates_cluster_and_database(tmp_path: Path) -> None:
+async def test_start_creates_cluster_and_database(tmp_data_dir: Path) -> None:
     """A first start initialises the cluster, creates `artifactstore` and serves queries."""
-    async with EmbeddedPostgres(tmp_path) as pg:
+    async with EmbeddedPostgres(tmp_data_dir) as pg:
         assert pg.url.startswith("postgresql+asyncpg://postgres@/artifactstore?host=")
         assert await _scalar(pg.url, "SELECT current_database()") == DATABASE_NAME
-        assert (tmp_path / "postgres" / "data" / "PG_VERSION").is_file()
+        assert (tmp_data_dir / "postgres" / "data" / "PG_VERSION").is_file()
         assert pg.is_running()
     assert not pg.is_running()
 
 
-async def test_dsn_works_with_plain_asyncpg(tmp_path: Path) -> None:
+async def test_dsn_works_with_plain_asyncpg(tmp_data_dir: Path) -> None:
     """The plain DSN connects with asyncpg alone, over the Unix socket only."""
     asyncpg = importlib.import_module("asyncpg")
-    with EmbeddedPostgres(tmp_path) as pg:
+    with EmbeddedPostgres(tmp_data_dir) as pg:
         conn = await asyncpg.connect(pg.dsn)
         try:
             assert await conn.fetchval("SHOW listen_addresses") == ""
@@ -114,41 +115,41 @@ async def test_dsn_works_with_plain_asyncpg(tmp_path: Path) -> None:
             await conn.close()
 
 
-def test_start_and_release_are_idempotent(tmp_path: Path) -> None:
+def test_start_and_release_are_idempotent(tmp_data_dir: Path) -> None:
     """Calling start twice returns the same URL and release twice is harmless."""
-    pg = EmbeddedPostgres(tmp_path)
+    pg = EmbeddedPostgres(tmp_data_dir)
     assert pg.start() == pg.start()
     pg.release()
     pg.release()
     assert not pg.is_running()
 
 
-def test_restart_reuses_existing_cluster(tmp_path: Path) -> None:
+def test_restart_reuses_existing_cluster(tmp_data_dir: Path) -> None:
     """A later start finds the initialised cluster and serves the same data dir again."""
-    with EmbeddedPostgres(tmp_path):
+    with EmbeddedPostgres(tmp_data_dir):
         pass
-    created = (tmp_path / "postgres" / "data" / "PG_VERSION").stat().st_mtime_ns
-    with EmbeddedPostgres(tmp_path) as pg:
+    created = (tmp_data_dir / "postgres" / "data" / "PG_VERSION").stat().st_mtime_ns
+    with EmbeddedPostgres(tmp_data_dir) as pg:
         assert pg.is_running()
-    assert (tmp_path / "postgres" / "data" / "PG_VERSION").stat().st_mtime_ns == created
+    assert (tmp_data_dir / "postgres" / "data" / "PG_VERSION").stat().st_mtime_ns == created
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another account")
-def test_root_runs_the_server_as_an_unprivileged_account(tmp_path: Path) -> None:
+def test_root_runs_the_server_as_an_unprivileged_account(tmp_data_dir: Path) -> None:
     """As root, PGDATA and the postmaster belong to a non-root account."""
-    with EmbeddedPostgres(tmp_path) as pg:
+    with EmbeddedPostgres(tmp_data_dir) as pg:
         pid = pg.postmaster_pid()
         assert pid is not None
         assert Path(f"/proc/{pid}").stat().st_uid != 0
         assert pg.pgdata.stat().st_uid != 0
 
 
-async def test_two_processes_share_one_cluster(tmp_path: Path) -> None:
+async def test_two_processes_share_one_cluster(tmp_data_dir: Path) -> None:
     """Two processes share one postmaster, which stops only when the last one releases."""
-    first = EmbeddedPostgres(tmp_path)
+    first = EmbeddedPostgres(tmp_data_dir)
     first.start()
     pid = first.postmaster_pid()
-    with _user_process(tmp_path) as (second, url):
+    with _user_process(tmp_data_dir) as (second, url):
         assert url == first.url
         assert first.postmaster_pid() == pid
         first.release()
@@ -158,20 +159,20 @@ async def test_two_processes_share_one_cluster(tmp_path: Path) -> None:
     assert not first.is_running()
 
 
-def test_first_user_keeps_cluster_while_second_releases(tmp_path: Path) -> None:
+def test_first_user_keeps_cluster_while_second_releases(tmp_data_dir: Path) -> None:
     """A user releasing while another still holds the cluster leaves it running."""
-    with EmbeddedPostgres(tmp_path) as pg:
-        with _user_process(tmp_path) as (second, _):
+    with EmbeddedPostgres(tmp_data_dir) as pg:
+        with _user_process(tmp_data_dir) as (second, _):
             assert _finish(second) == "released"
         assert pg.is_running()
     assert not pg.is_running()
 
 
-def test_sigkilled_user_does_not_block_stop(tmp_path: Path) -> None:
+def test_sigkilled_user_does_not_block_stop(tmp_data_dir: Path) -> None:
     """A user killed with SIGKILL loses its claim, so the last real user stops the cluster."""
-    pg = EmbeddedPostgres(tmp_path)
+    pg = EmbeddedPostgres(tmp_data_dir)
     pg.start()
-    with _user_process(tmp_path) as (second, _):
+    with _user_process(tmp_data_dir) as (second, _):
         second.send_signal(signal.SIGKILL)
         second.wait()
     assert pg.is_running()
@@ -179,12 +180,12 @@ def test_sigkilled_user_does_not_block_stop(tmp_path: Path) -> None:
     assert not pg.is_running()
 
 
-def test_cluster_left_by_killed_user_is_reused(tmp_path: Path) -> None:
+def test_cluster_left_by_killed_user_is_reused(tmp_data_dir: Path) -> None:
     """A cluster left running by a SIGKILLed last user is reused, then stopped normally."""
-    with _user_process(tmp_path) as (second, _):
+    with _user_process(tmp_data_dir) as (second, _):
         second.send_signal(signal.SIGKILL)
         second.wait()
-    pg = EmbeddedPostgres(tmp_path)
+    pg = EmbeddedPostgres(tmp_data_dir)
     pid = pg.postmaster_pid()
     assert pid is not None
     pg.start()
@@ -193,16 +194,16 @@ def test_cluster_left_by_killed_user_is_reused(tmp_path: Path) -> None:
     assert not pg.is_running()
 
 
-async def test_restart_after_postmaster_sigkill(tmp_path: Path) -> None:
+async def test_restart_after_postmaster_sigkill(tmp_data_dir: Path) -> None:
     """After the postmaster itself is SIGKILLed, the next start brings up a new one."""
-    first = EmbeddedPostgres(tmp_path)
+    first = EmbeddedPostgres(tmp_data_dir)
     first.start()
     old_pid = first.postmaster_pid()
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
     _wait_until_gone(first)
-    assert (tmp_path / "postgres" / "data" / "postmaster.pid").exists()
-    with EmbeddedPostgres(tmp_path) as second:
+    assert (tmp_data_dir / "postgres" / "data" / "postmaster.pid").exists()
+    with EmbeddedPostgres(tmp_data_dir) as second:
         new_pid = second.postmaster_pid()
         assert new_pid not in (None, old_pid)
         assert await _scalar(second.url, "SELECT current_database()") == DATABASE_NAME
@@ -211,40 +212,40 @@ async def test_restart_after_postmaster_sigkill(tmp_path: Path) -> None:
     assert not second.is_running()
 
 
-def test_recycled_pid_in_postmaster_pid_is_ignored(tmp_path: Path) -> None:
+def test_recycled_pid_in_postmaster_pid_is_ignored(tmp_data_dir: Path) -> None:
     """A postmaster.pid naming a live process that is not our postmaster does not block start."""
-    with EmbeddedPostgres(tmp_path):
+    with EmbeddedPostgres(tmp_data_dir):
         pass
-    pid_file = tmp_path / "postgres" / "data" / "postmaster.pid"
-    pid_file.write_text(f"{os.getpid()}\n{tmp_path}\n0\n5432\n/nowhere\n\n0 0\nready\n")
-    with EmbeddedPostgres(tmp_path) as pg:
+    pid_file = tmp_data_dir / "postgres" / "data" / "postmaster.pid"
+    pid_file.write_text(f"{os.getpid()}\n{tmp_data_dir}\n0\n5432\n/nowhere\n\n0 0\nready\n")
+    with EmbeddedPostgres(tmp_data_dir) as pg:
         assert pg.postmaster_pid() not in (None, os.getpid())
     assert not pid_file.exists()
 
 
-def test_interrupted_initdb_is_redone(tmp_path: Path) -> None:
+def test_interrupted_initdb_is_redone(tmp_data_dir: Path) -> None:
     """Leftovers of an initdb killed half-way are discarded and the cluster is created."""
-    staging = tmp_path / "postgres" / "data.init"
+    staging = tmp_data_dir / "postgres" / "data.init"
     staging.mkdir(parents=True)
     (staging / "PG_VERSION").write_text("16\n")
-    with EmbeddedPostgres(tmp_path) as pg:
+    with EmbeddedPostgres(tmp_data_dir) as pg:
         assert pg.is_running()
     assert not staging.exists()
 
 
-def test_keep_running_leaves_the_cluster_up(tmp_path: Path) -> None:
+def test_keep_running_leaves_the_cluster_up(tmp_data_dir: Path) -> None:
     """With keep_running a release never stops the cluster; a normal last user does."""
-    with EmbeddedPostgres(tmp_path, keep_running=True) as pg:
+    with EmbeddedPostgres(tmp_data_dir, keep_running=True) as pg:
         pass
     assert pg.is_running()
-    with EmbeddedPostgres(tmp_path):
+    with EmbeddedPostgres(tmp_data_dir):
         pass
     assert not pg.is_running()
 
 
-async def test_long_data_dir_gets_short_socket_dir(tmp_path: Path) -> None:
+async def test_long_data_dir_gets_short_socket_dir(tmp_data_dir: Path) -> None:
     """A data dir too long for a Unix socket path still works, via a hashed /tmp directory."""
-    data_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    data_dir = tmp_data_dir / ("d" * 60) / ("e" * 60)
     async with EmbeddedPostgres(data_dir) as pg:
         socket_dir = pg.socket_dir
         assert not socket_dir.is_relative_to(data_dir)
@@ -254,9 +255,9 @@ async def test_long_data_dir_gets_short_socket_dir(tmp_path: Path) -> None:
     assert not socket_dir.exists()
 
 
-async def test_throwaway_cluster_is_not_durable(tmp_path: Path) -> None:
+async def test_throwaway_cluster_is_not_durable(tmp_data_dir: Path) -> None:
     """A throwaway cluster serves the postgres database with fsync off and stops idempotently."""
-    url, stop = start_throwaway_cluster(tmp_path / "pg")
+    url, stop = start_throwaway_cluster(tmp_data_dir / "pg")
     try:
         assert await _scalar(url, "SELECT current_database()") == "postgres"
         assert await _scalar(url, "SHOW fsync") == "off"

@@ -289,8 +289,15 @@ class Cluster:
             out.seek(0)
             output = out.read().decode(errors="replace")
         if done.returncode != 0:
+            hint = ""
+            if self.account is not None and "Permission denied" in output:
+                hint = (
+                    f" (the server runs as {self.account.name}: every directory above "
+                    f"{self.root} must stay searchable by it)"
+                )
             raise DatabaseUnavailableError(
-                f"{args[0]} failed with exit code {done.returncode}: {output.strip()[-2000:]}",
+                f"{args[0]} failed with exit code {done.returncode}{hint}: "
+                f"{output.strip()[-2000:]}",
                 command=args[0],
             )
         return output
