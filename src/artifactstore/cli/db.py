@@ -7,6 +7,9 @@ read configuration like the server does (``--config``, else
 ``ARTIFACTSTORE_DATA_DIR`` override) and open the configured database, or the
 embedded cluster under the data dir when none is configured. ``database()``
 is that shared way in; it owns nothing else.
+
+SQLAlchemy and the registry are imported inside the commands that use them,
+so the client commands (upload, download, ls) start without loading them.
 """
 
 from __future__ import annotations
@@ -16,12 +19,9 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
-from sqlalchemy.engine import make_url
 
 from artifactstore.config import ENV_CONFIG, load_settings
-from artifactstore.db.engine import open_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -45,6 +45,9 @@ app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 def redact_url(url: str) -> str:
     """The database URL with any password hidden."""
+    import sqlalchemy as sa  # noqa: PLC0415 - imported on use (module docstring)
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ValueError, sa.exc.ArgumentError):
@@ -60,6 +63,8 @@ async def database(config: Path | None, *, migrate: bool | None = None) -> Async
         DatabaseUnavailableError: unreachable, or its schema is behind
             (run ``artifactstore db upgrade``).
     """
+    from artifactstore.db.engine import open_database  # noqa: PLC0415 - imported on use
+
     db = await open_database(load_settings(config), migrate=migrate)
     try:
         yield db
@@ -73,6 +78,7 @@ def upgrade_command(config: ConfigOption = None) -> None:
 
     Idempotent: a current database is left as it is.
     """
+    import sqlalchemy as sa  # noqa: PLC0415 - imported on use (module docstring)
 
     async def run() -> tuple[str, str]:
         async with database(config, migrate=True) as db, db.engine.connect() as conn:

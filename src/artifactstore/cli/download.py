@@ -61,6 +61,15 @@ WRITE_BLOCK = 1024 * 1024
 CBOR = "application/cbor"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _refuse(path: str, why: str) -> errors.InvalidNameError:
     return errors.InvalidNameError(f"manifest path {path!a}: {why}; nothing written there")
 
@@ -137,6 +146,8 @@ class _Sink:
         fd, name = tempfile.mkstemp(
             prefix=f".{target.name[:40]}.", suffix=".part", dir=target.parent
         )
+        # mkstemp creates 0600; a finished file gets the mode a plain open() would give it.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         self.target = target
         self.tmp = Path(name)
         self.fh: IO[bytes] = os.fdopen(fd, "wb")

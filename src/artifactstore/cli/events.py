@@ -22,7 +22,6 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
-import sqlalchemy as sa
 import typer
 
 from artifactstore import errors
@@ -36,8 +35,6 @@ from artifactstore.cli.client import (
     resolve_endpoint,
 )
 from artifactstore.cli.db import ConfigOption, database
-from artifactstore.events import verify_chain
-from artifactstore.views import replay, snapshot
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -169,6 +166,7 @@ def verify_command(
     config: ConfigOption = None,
 ) -> None:
     """Re-derive the whole hash chain from the database; exit 1 at the first bad event."""
+    from artifactstore.events import verify_chain  # noqa: PLC0415 - database commands load it
 
     async def run() -> dict[str, Any]:
         async with database(config) as db, db.engine.connect() as conn:
@@ -204,6 +202,9 @@ def replay_command(
     config: ConfigOption = None,
 ) -> None:
     """Empty every view and rebuild it from the whole event log, in one transaction."""
+    import sqlalchemy as sa  # noqa: PLC0415 - database commands load it
+
+    from artifactstore.views import replay, snapshot  # noqa: PLC0415
 
     async def run() -> tuple[int, list[str]]:
         async with database(config) as db, db.engine.connect() as conn:

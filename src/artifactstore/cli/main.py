@@ -27,9 +27,9 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import httpx
 import typer
+import typer.exceptions
 
 from artifactstore import errors
 from artifactstore.cli import db as db_cli
@@ -67,7 +67,6 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidInputError, EXIT_USAGE),
     (errors.NotFoundError, EXIT_USAGE),
     (errors.AuthError, EXIT_USAGE),
-    (click.UsageError, EXIT_USAGE),
     (errors.UnavailableError, EXIT_UNAVAILABLE),
     (httpx.TransportError, EXIT_UNAVAILABLE),
 )
@@ -145,15 +144,20 @@ def run(argv: Sequence[str] | None = None) -> int:
             prog_name="artifactstore",
             standalone_mode=False,
         )
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except click.ClickException as exc:
-        # Usage errors keep click's format: the usage line, then the problem.
-        exc.show()
+    except typer.exceptions.TyperException as exc:
+        # Bad arguments (typer's UsageError family, exit code 2) keep typer's
+        # format: the usage line, then the problem.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if _state.debug:

@@ -22,17 +22,26 @@ import typer
 
 from artifactstore.cli.db import ConfigOption, database
 from artifactstore.cli.listing import format_table
-from artifactstore.registry import Tokens
-from artifactstore.registry.tokens import SCOPES
 
 if TYPE_CHECKING:
     from artifactstore.registry.tokens import TokenInfo
 
 __all__ = ["app", "cli_actor"]
 
-Scope = StrEnum("Scope", {name: name for name in SCOPES})  # type: ignore[misc]
-"""The scopes of ``registry.tokens.SCOPES`` as choices for typer."""
-DEFAULT_SCOPE = Scope("write")
+
+class Scope(StrEnum):
+    """The choices of ``--scope``: ``registry.tokens.SCOPES``, which also validates them.
+
+    Spelled out rather than imported so that the client commands start
+    without loading SQLAlchemy.
+    """
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+DEFAULT_SCOPE = Scope.WRITE
 
 app = typer.Typer(help="API tokens (talks to the database directly).", no_args_is_help=True)
 
@@ -68,6 +77,8 @@ def create_command(
 
     async def run() -> str:
         async with database(config) as db:
+            from artifactstore.registry import Tokens  # noqa: PLC0415 - see Scope
+
             return await Tokens(db.engine).create(chosen, str(scope), actor=cli_actor())
 
     token = asyncio.run(run())
@@ -87,6 +98,8 @@ def list_command(
 
     async def run() -> list[TokenInfo]:
         async with database(config) as db:
+            from artifactstore.registry import Tokens  # noqa: PLC0415 - see Scope
+
             return await Tokens(db.engine).list()
 
     infos = asyncio.run(run())
@@ -127,6 +140,8 @@ def revoke_command(
 
     async def run() -> None:
         async with database(config) as db:
+            from artifactstore.registry import Tokens  # noqa: PLC0415 - see Scope
+
             await Tokens(db.engine).revoke(name, actor=cli_actor())
 
     asyncio.run(run())

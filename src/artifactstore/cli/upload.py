@@ -141,12 +141,16 @@ def media_type_for(path: str) -> str:
     return MEDIA_TYPES.get(name[dot:].lower(), DEFAULT_MEDIA_TYPE)
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str | int) -> int:
     """Bytes from ``8388608``, ``8M``, ``8MiB`` or ``512k`` (units are powers of 1024).
 
     Raises:
         ValueError: not a positive size.
     """
+    if isinstance(text, int):
+        if text <= 0:
+            raise ValueError("size must be positive")
+        return text
     cleaned = text.strip().lower()
     digits = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz ")
     unit = cleaned[len(digits) :].strip()
@@ -600,8 +604,30 @@ async def _hash_all(
     return list(await asyncio.gather(*(one(f) for f in files)))
 
 
+def _version_path(options: _Options) -> str:
+    return f"/v1/packages/{quote(options.package)}/versions/{quote(options.version)}"
+
+
+def _conflict(options: _Options, **detail: Any) -> errors.VersionConflictError:
+    return errors.VersionConflictError(
+        f"{options.package} {options.version} is already published with different content;"
+        " a published version never changes: publish a new version",
+        **detail,
+    )
+
+
+async def _published_digest(api: ApiClient, options: _Options) -> str | None:
+    """The manifest digest the version already has, or None when it is not published."""
+    try:
+        info = await api.get_json(_version_path(options))
+    except errors.NotFoundError:
+        return None
+    digest = info.get("manifest_sha256")
+    return digest if isinstance(digest, str) else None
+
+
 async def _publish(api: ApiClient, options: _Options, body: bytes) -> dict[str, Any]:
-    path = f"/v1/packages/{quote(options.package)}/versions/{quote(options.version)}"
+    path = _version_path(options)
     params = {
         key: value
         for key, value in (
@@ -621,11 +647,7 @@ async def _publish(api: ApiClient, options: _Options, body: bytes) -> dict[str, 
     try:
         return await api.retrying("publish", put)
     except errors.VersionConflictError as exc:
-        raise errors.VersionConflictError(
-            f"{options.package} {options.version} is already published with different content;"
-            " a published version never changes: publish a new version",
-            **exc.detail,
-        ) from exc
+        raise _conflict(options, **exc.detail) from exc
 
 
 async def _run(options: _Options) -> dict[str, Any]:
@@ -661,6 +683,13 @@ async def _run(options: _Options) -> dict[str, Any]:
                 producer=options.producer,
                 retention_class=options.retention_class,
             )
+            # A version never changes: if it exists, either this is a re-run
+            # (nothing to send) or a conflict (fail before sending anything).
+            existing = await _published_digest(api, options)
+            if existing is not None and existing != manifest_sha256:
+                raise _conflict(options, published=existing, local=manifest_sha256)
+            if existing is not None:
+                blobs.clear()
             uploader.bar = progress.task("uploading", sum(b.digests.size for b in blobs.values()))
             gate = asyncio.Semaphore(options.concurrency)
 
@@ -733,19 +762,19 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
         typer.Option(min=1, max=MAX_CONCURRENCY, help="Blobs uploaded at once."),
     ] = DEFAULT_CONCURRENCY,
     chunk_size: Annotated[
-        int,
-        typer.Option(
-            parser=parse_size,
-            metavar="BYTES",
-            help="Bytes per PATCH request (8M, 8MiB, 8388608).",
-        ),
-    ] = DEFAULT_CHUNK_SIZE,
+        str,
+        typer.Option(metavar="BYTES", help="Bytes per PATCH request (8M, 8MiB, 8388608)."),
+    ] = "8MiB",
 ) -> None:
     """Upload files and directories as PACKAGE VERSION and print the manifest digest.
 
     Re-running an upload that succeeded is a no-op success; a version already
     published with other content is an error (exit 1).
     """
+    try:
+        chunk_bytes = parse_size(chunk_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--chunk-size") from exc
     options = _Options(
         package=package,
         version=version,
@@ -756,7 +785,7 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
         retention_class=retention_class,
         annotations=_parse_annotations(annotation or []),
         concurrency=concurrency,
-        chunk_size=chunk_size,
+        chunk_size=chunk_bytes,
     )
     summary = asyncio.run(_run(options))
     if as_json:
