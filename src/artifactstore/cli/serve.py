@@ -23,11 +23,11 @@ import uvicorn
 from artifactstore.config import load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
-
-    from fastapi import FastAPI
+    from collections.abc import Callable, Generator
+    from typing import Any
 
     from artifactstore.config import Settings
+    from artifactstore.registry import Registry
 
 __all__ = ["run_server", "serve_command"]
 
@@ -52,7 +52,7 @@ def _configure_logging() -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def _server(app: FastAPI, host: str, port: int) -> _Server:
+def _server(app: Callable[..., Any], host: str, port: int) -> _Server:
     config = uvicorn.Config(
         app,
         host=host,
@@ -100,13 +100,13 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
         await registry.aclose()
 
 
-def _gateway_app(settings: Settings, registry: object, host: str) -> FastAPI | None:
+def _gateway_app(settings: Settings, registry: Registry, host: str) -> Callable[..., Any] | None:
     try:
         from artifactstore.gateway.app import create_gateway_app  # noqa: PLC0415
     except ImportError:
         log.warning("S3 gateway not available in this build")
         return None
-    return create_gateway_app(settings, registry=registry, host=host)  # type: ignore[no-any-return]
+    return create_gateway_app(settings, registry=registry, host=host)
 
 
 def serve_command(
