@@ -23,7 +23,9 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
+def start_server(
+    tmp_path: Path, tmp_data_dir: Path, database_url: str
+) -> Iterator[Callable[..., Server]]:
     """Start servers on demand: ``start_server(embedded=, data_dir=, config=, extra_env=)``."""
     started: list[Server] = []
 
@@ -34,7 +36,10 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Se
         config: Path | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> Server:
-        directory = data_dir or tmp_path / f"server{len(started)}"
+        # An embedded cluster runs as another account when we are root: its data
+        # dir must not sit under pytest's 0700 base directory (tmp_data_dir).
+        base = tmp_data_dir if embedded else tmp_path
+        directory = data_dir or base / f"server{len(started)}"
         directory.mkdir(parents=True, exist_ok=True)
         env = _base_env(tmp_path)
         env["ARTIFACTSTORE_DATA_DIR"] = str(directory)
