@@ -12,8 +12,9 @@ By default the blocks live in the registry's own database (the factory passes
 its URL), where the Alembic migration created the tables. With
 ``storage.backends.<name>.url`` they live in another database, and
 ``open_postgres`` creates the two tables there if they are missing
-(``metadata.create_all`` for just these two, under an advisory lock); that
-database is never migrated otherwise.
+(``metadata.create_all`` for just these two, under an advisory lock, plus
+the ``STORAGE EXTERNAL`` setting of migration 0002); that database is never
+migrated otherwise.
 
 Concurrency: every put and delete of one blob takes a transaction-scoped
 advisory lock keyed on (backend, sha256), so concurrent puts of the same
@@ -87,6 +88,7 @@ MAX_BLOCK_SIZE = 64 * 1024 * 1024
 _FETCH_BYTES = 4 * DEFAULT_READ_CHUNK
 _LIST_PAGE = 1000
 _LOCK_NAMESPACE = b"artifactstore.storage.postgres\x00"
+_STORAGE_EXTERNAL = "ALTER TABLE blob_blocks ALTER COLUMN data SET STORAGE EXTERNAL"
 # Serialises CREATE TABLE IF NOT EXISTS of concurrent openers on a foreign database.
 _CREATE_TABLES_LOCK = int.from_bytes(
     hashlib.sha256(_LOCK_NAMESPACE + b"create-tables").digest()[:8], "big", signed=True
@@ -454,6 +456,9 @@ async def _create_tables(engine: AsyncEngine) -> None:
         await conn.run_sync(
             metadata.create_all, tables=[blob_blocks, blob_objects], checkfirst=True
         )
+        # As migration 0002 does for the registry database: blocks are stored
+        # out of line without a pglz attempt (most artifacts are compressed).
+        await conn.execute(sa.text(_STORAGE_EXTERNAL))
 
 
 async def open_postgres(
