@@ -68,6 +68,11 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return merged
 
 
+def _has_body(headers: dict[str, str]) -> bool:
+    length = headers.get("content-length", "0").strip()
+    return "transfer-encoding" in headers or length not in {"", "0"}
+
+
 def _params(raw_query: bytes) -> dict[str, str]:
     """Query parameters decoded as they are signed (``sigv4.parse_query``); first value wins."""
     params: dict[str, str] = {}
@@ -156,6 +161,11 @@ class GatewayApp:
             reply = await self._dispatch(op, target, method, headers, params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an S3 error document
             reply = self._error(exc, target, request_id)
+        if _has_body(headers):
+            # The body is never read. After a final answer to "Expect: 100-continue"
+            # the client may not send it at all, so the connection cannot carry
+            # another request reliably: close it (RFC 9110 section 10.1.1).
+            reply.headers.append(("Connection", "close"))
         sent = 0
         try:
             sent = await self._send(reply, request_id, receive, send)
@@ -230,7 +240,8 @@ class GatewayApp:
         headers += [(n.lower().encode("latin-1"), v.encode("utf-8")) for n, v in reply.headers]
         stream = reply.stream
         if stream is None:
-            if reply.body or reply.status not in {204, 304}:
+            has_length = any(n == b"content-length" for n, _ in headers)
+            if not has_length and (reply.body or reply.status not in {204, 304}):
                 headers.append((b"content-length", str(len(reply.body)).encode("ascii")))
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             await send({"type": "http.response.body", "body": reply.body, "more_body": False})

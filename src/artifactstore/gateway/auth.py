@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from artifactstore.config import is_loopback
-from artifactstore.gateway.sigv4 import SigV4Error, has_signature, verify_request
+from artifactstore.gateway.sigv4 import SigV4Error, has_signature, parse_query, verify_request
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,6 +31,11 @@ __all__ = ["ANONYMOUS", "Authenticator"]
 
 #: The principal name of an unsigned request where anonymous reads are allowed.
 ANONYMOUS = "anonymous"
+_SIGV2_PARAMS = frozenset({"AWSAccessKeyId", "Signature"})
+
+
+def _sigv2_query(raw_query: bytes) -> bool:
+    return any(name in _SIGV2_PARAMS for name, _ in parse_query(raw_query))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,12 @@ class Authenticator:
                 unsigned request where anonymous reads are off).
         """
         if not has_signature(raw_query, headers):
+            if _sigv2_query(raw_query):
+                # A SigV2 presigned URL must not pass as anonymous.
+                raise SigV4Error(
+                    "AccessDenied",
+                    "Signature Version 2 is not supported; use AWS4-HMAC-SHA256 (SigV4)",
+                )
             if self.anonymous_read:
                 return ANONYMOUS
             raise SigV4Error("AccessDenied", "Access Denied: sign the request (AWS SigV4)")
