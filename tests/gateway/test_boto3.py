@@ -16,6 +16,8 @@ from botocore.exceptions import ClientError
 from tests.gateway.support import ACCESS_KEY, MANY_FILES, SECRET_KEY
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mypy_boto3_s3 import S3Client
     from tests.gateway.support import DataSet
 
@@ -279,9 +281,9 @@ def test_writes_are_denied_and_change_nothing(s3: S3Client, dataset: DataSet) ->
 
 
 def test_download_file_of_a_multi_chunk_object(
-    s3: S3Client, dataset: DataSet, tmp_path: object
+    s3: S3Client, dataset: DataSet, tmp_path: Path
 ) -> None:
-    """boto3's managed download (parallel ranged GETs) of a 9 MiB object is byte-exact."""
+    """The managed download of boto3 (parallel ranged GETs) of a 9 MiB object is byte-exact."""
     target = tmp_path / "big.bin"
     s3.download_file("demo", "2.0.0/big.bin", str(target))
     assert target.read_bytes() == dataset.objects[("demo", "2.0.0/big.bin")]
