@@ -218,7 +218,9 @@ class _Downloader:
         sink = await asyncio.to_thread(_Sink, target)
         try:
 
-            async def get(_attempt: int) -> None:
+            async def get(attempt: int) -> None:
+                if attempt and sink.written >= file.size:
+                    return  # everything arrived before the connection broke
                 headers = {"Range": f"bytes={sink.written}-"} if sink.written else {}
                 async with self.api.stream(
                     "GET", f"/v1/blobs/{file.sha256}", headers=headers
