@@ -204,7 +204,7 @@ class GatewayApp:
             assert target.key is not None
             record = await self.catalog.file(bucket, target.key)
             return await object_reply(
-                self.registry, record, method=method, headers=headers, params=params
+                self.catalog, record, method=method, headers=headers, params=params
             )
         await self.catalog.require_bucket(bucket)
         if op is Operation.HEAD_BUCKET:

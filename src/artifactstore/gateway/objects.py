@@ -35,7 +35,7 @@ from artifactstore.storage.spi import SliceByteRange, resolve_range
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from artifactstore.registry import Registry
+    from artifactstore.gateway.catalog import Catalog
     from artifactstore.registry.records import FileRecord
     from artifactstore.storage.spi import ObjectStream
 
@@ -102,7 +102,7 @@ def _check_version_params(params: Mapping[str, str]) -> bool:
 
 
 async def object_reply(
-    registry: Registry,
+    catalog: Catalog,
     record: FileRecord,
     *,
     method: str,
@@ -151,5 +151,5 @@ async def object_reply(
     out.append(("Content-Length", str(resolved.length)))
     if method == "HEAD" or resolved.length == 0:
         return Reply(code, out)
-    stream = await registry.open_blob(record.sha256, SliceByteRange(resolved.start, resolved.end))
+    stream = await catalog.open_blob(record.sha256, SliceByteRange(resolved.start, resolved.end))
     return Reply(code, out, stream=stream)
