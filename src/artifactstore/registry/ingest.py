@@ -15,14 +15,15 @@ Staged files survive a crash; upload sessions resume from them (see
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from artifactstore.digests import BlobDigests, Digest, DualHasher
 from artifactstore.errors import DigestMismatchError, SizeMismatchError, TooLargeError
+from artifactstore.registry.staged_file import StagedFile
+from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Expected", "Staging", "check_expected", "write_chunk"]
 
 STAGING_PREFIX = "ingest-"
+# Bytes handed to the hashing/writing thread at a time (see storage.streams.coalesce).
+INGEST_PIECE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +68,13 @@ def check_expected(actual: BlobDigests, expected: Expected) -> None:
             )
 
 
-def write_chunk(hasher: DualHasher, fh: IO[bytes], chunk: bytes) -> None:
-    """Hash ``chunk`` and append it to ``fh`` (run on a worker thread).
+def write_chunk(hasher: DualHasher, out: StagedFile, chunk: bytes) -> None:
+    """Hash ``chunk`` and append it to ``out`` (run on a worker thread).
 
-    sha256 and blake3 run on two threads inside ``DualHasher.update``; the
-    write happens after, still off the event loop.
+    sha256 runs on the hasher's worker thread while blake3 and the write run
+    on this one: each byte is hashed once by each function and written once.
     """
-    hasher.update(chunk)
-    fh.write(chunk)
+    hasher.update(chunk, lambda: out.append(chunk))
 
 
 class Staging:
@@ -97,14 +99,14 @@ class Staging:
         target = path or self.new_path()
         hasher = DualHasher()
         try:
-            with target.open("xb") as fh:
-                async for chunk in chunks:
+            with StagedFile(target, create=True) as out:
+                async for chunk in coalesce(chunks, INGEST_PIECE_BYTES):
                     if hasher.size + len(chunk) > max_size:
                         raise TooLargeError(
                             f"blob exceeds the limit of {max_size} bytes", limit=max_size
                         )
-                    await asyncio.to_thread(write_chunk, hasher, fh, chunk)
-                await asyncio.to_thread(_flush, fh)
+                    await asyncio.to_thread(write_chunk, hasher, out, chunk)
+                await asyncio.to_thread(out.sync)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -125,8 +127,3 @@ class Staging:
             except FileNotFoundError:
                 continue
         return removed
-
-
-def _flush(fh: IO[bytes]) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())

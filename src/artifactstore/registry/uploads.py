@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import os
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -37,7 +36,9 @@ from artifactstore.errors import (
     UploadNotFoundError,
     UploadOffsetMismatchError,
 )
-from artifactstore.registry.ingest import Expected, write_chunk
+from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
+from artifactstore.registry.staged_file import StagedFile
+from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Iterator
@@ -185,8 +186,8 @@ class Uploads:
                 f"chunk exceeds the maximum chunk size {self.limits.max_chunk_bytes}",
                 limit=self.limits.max_chunk_bytes,
             )
-        with self._locked(session_id) as fh:
-            current = os.fstat(fh.fileno()).st_size
+        with self._locked(session_id) as staged:
+            current = staged.size
             if offset != current:
                 raise UploadOffsetMismatchError(
                     f"Upload-Offset {offset} does not match the session offset {current}",
@@ -194,20 +195,19 @@ class Uploads:
                 )
             if content_length is not None and current + content_length > limit:
                 raise TooLargeError(f"the blob would exceed {limit} bytes", limit=limit)
-            hasher = await self._hasher_at(session_id, fh, current)
-            fh.seek(current)
+            hasher = await self._hasher_at(session_id, current)
             received = 0
             try:
-                async for chunk in chunks:
+                async for chunk in coalesce(chunks, INGEST_PIECE_BYTES):
                     received += len(chunk)
                     if received > self.limits.max_chunk_bytes or current + received > limit:
                         raise TooLargeError(
                             f"the chunk or blob exceeds its limit ({limit})", limit=limit
                         )
-                    await asyncio.to_thread(write_chunk, hasher, fh, chunk)
+                    await asyncio.to_thread(write_chunk, hasher, staged, chunk)
             finally:
-                await asyncio.to_thread(_sync, fh)
-                if hasher.size != os.fstat(fh.fileno()).st_size:
+                await asyncio.to_thread(staged.sync)
+                if hasher.size != staged.size:
                     self._hashers.pop(session_id, None)
             return current + received
 
@@ -234,9 +234,8 @@ class Uploads:
         if last_chunk is not None:
             at = offset if offset is not None else self.path(session_id).stat().st_size
             await self.append(session_id, at, last_chunk)
-        with self._locked(session_id) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            hasher = await self._hasher_at(session_id, fh, size)
+        with self._locked(session_id) as staged:
+            hasher = await self._hasher_at(session_id, staged.size)
             digests: BlobDigests = hasher.result()
         if row.expected_sha256 is not None and not sha256.matches(
             Digest("sha256", bytes(row.expected_sha256))
@@ -316,42 +315,37 @@ class Uploads:
         return int(value or 0)
 
     @contextlib.contextmanager
-    def _locked(self, session_id: uuid.UUID) -> Iterator[IO[bytes]]:
+    def _locked(self, session_id: uuid.UUID) -> Iterator[StagedFile]:
         try:
-            fh = self.path(session_id).open("r+b")
+            staged = StagedFile(self.path(session_id), create=False)
         except FileNotFoundError:
             raise UploadNotFoundError(f"upload session {session_id} has no staged data") from None
-        with fh:
+        with staged:
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(staged.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ConflictError(
                     f"upload session {session_id} is busy with another request"
                 ) from None
-            yield fh
+            yield staged
 
-    async def _hasher_at(self, session_id: uuid.UUID, fh: IO[bytes], offset: int) -> DualHasher:
+    async def _hasher_at(self, session_id: uuid.UUID, offset: int) -> DualHasher:
         """The session's hasher positioned at ``offset``, re-hashing the staged prefix if needed."""
         hasher = self._hashers.get(session_id)
         if hasher is not None and hasher.size == offset:
             return hasher
         hasher = DualHasher()
-        await asyncio.to_thread(_rehash, hasher, fh, offset)
+        await asyncio.to_thread(_rehash, hasher, self.path(session_id), offset)
         self._hashers[session_id] = hasher
         return hasher
 
 
-def _rehash(hasher: DualHasher, fh: IO[bytes], length: int) -> None:
-    fh.seek(0)
-    remaining = length
-    while remaining:
-        block = fh.read(min(_REHASH_CHUNK, remaining))
-        if not block:
-            break
-        hasher.update(block)
-        remaining -= len(block)
-
-
-def _sync(fh: IO[bytes]) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
+def _rehash(hasher: DualHasher, path: Path, length: int) -> None:
+    with path.open("rb") as fh:
+        remaining = length
+        while remaining:
+            block = fh.read(min(_REHASH_CHUNK, remaining))
+            if not block:
+                break
+            hasher.update(block)
+            remaining -= len(block)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClosingChunks",
+    "coalesce",
     "exact_size",
     "iter_file",
     "read_file_range",
@@ -78,6 +79,29 @@ async def rechunk(chunks: AsyncIterable[bytes], part_size: int) -> AsyncIterator
             del buf[:part_size]
     if buf:
         yield bytes(buf)
+
+
+async def coalesce(chunks: AsyncIterable[bytes], min_size: int) -> AsyncIterator[bytes]:
+    """Join small chunks into pieces of at least ``min_size`` bytes (the last may be shorter).
+
+    Chunks already that large pass through uncopied; small ones (a socket's
+    64 KiB reads) are joined once. Hashing and writing then pay their
+    per-call costs (a thread hand-off each) once per piece, not per packet.
+    """
+    pending: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        if not pending and len(chunk) >= min_size:
+            yield chunk
+            continue
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= min_size:
+            yield b"".join(pending)
+            pending.clear()
+            held = 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:

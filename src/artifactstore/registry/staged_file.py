@@ -1,0 +1,164 @@
+"""Staged files: append-only writers that bypass the page cache where they can.
+
+Why: on this class of machine (a VM), filling the page cache is the most
+expensive part of ingest - buffered writes plus fsync ran at ~350 MB/s in
+``bench/``, while ``O_DIRECT`` writes of the same bytes ran at ~1.9 GB/s with a
+tenth of the CPU. Staged bytes are written once and read back at most once
+(to re-hash after a restart, or by the backend copy), so caching them buys
+nothing.
+
+``O_DIRECT`` needs block-aligned offsets, lengths and memory: the writer
+collects appends in a page-aligned ``mmap`` buffer and writes whole buffers;
+on ``sync`` the unaligned tail goes through the page cache and the next
+direct write rewrites its block. Where the filesystem refuses ``O_DIRECT``
+(tmpfs, some overlays) the writer falls back to plain buffered writes; the
+file contents are identical.
+
+Invariant for resumable uploads: after ``sync`` returns, the file's size is
+exactly the number of bytes appended, and they are durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+__all__ = ["ALIGN", "StagedFile"]
+
+ALIGN = 4096
+BUFFER_BYTES = 4 * 1024 * 1024
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+class StagedFile:
+    """Appends to one staged file; not thread-safe (one writer per file)."""
+
+    def __init__(self, path: Path, *, create: bool, direct: bool = True) -> None:
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
+        self.path = path
+        self.direct = bool(direct and _O_DIRECT)
+        self.fd = -1
+        if self.direct:
+            try:
+                self.fd = os.open(path, flags | _O_DIRECT, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+        if self.fd < 0:
+            self.fd = os.open(path, flags, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        if not self.direct:
+            os.lseek(self.fd, self.size, os.SEEK_SET)
+        self._buf = mmap.mmap(-1, BUFFER_BYTES)
+        self._view = memoryview(self._buf)
+        self._start = self.size - self.size % ALIGN  # file offset of _buf[0]
+        self._fill = 0
+        self._tail_fd = -1
+        if self.direct and self.size % ALIGN:
+            self._load_tail()
+
+    def fileno(self) -> int:
+        """The descriptor (for ``flock``)."""
+        return self.fd
+
+    def _load_tail(self) -> None:
+        """Read the partial last block into the buffer so appends continue it."""
+        with self.path.open("rb") as fh:
+            fh.seek(self._start)
+            tail = fh.read(self.size - self._start)
+        self._view[: len(tail)] = tail
+        self._fill = len(tail)
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes at the end; they are durable only after ``sync``."""
+        if not self.direct:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            self.size += len(data)
+            return
+        src = memoryview(data)
+        while src:
+            room = BUFFER_BYTES - self._fill
+            take = min(room, len(src))
+            self._view[self._fill : self._fill + take] = src[:take]
+            self._fill += take
+            src = src[take:]
+            if self._fill == BUFFER_BYTES:
+                self._write_buffer(BUFFER_BYTES)
+                self._start += BUFFER_BYTES
+                self._fill = 0
+        self.size += len(data)
+
+    def _write_buffer(self, length: int) -> None:
+        view = self._view[:length]
+        offset = self._start
+        while view:
+            try:
+                written = os.pwrite(self.fd, view, offset)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._fall_back()
+                written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def _fall_back(self) -> None:
+        """The filesystem accepted O_DIRECT at open but refuses the writes."""
+        import fcntl  # noqa: PLC0415 - only on this rare path
+
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+
+    def sync(self) -> None:
+        """Make every appended byte durable; the file's size is then exactly ``size``.
+
+        Whole blocks go out with ``O_DIRECT``; the partial last block is
+        written through the page cache, so the file never holds padding - not
+        even for an instant a crash could catch. It stays buffered here and is
+        rewritten whole by the next direct write.
+        """
+        if self.direct and self._fill:
+            whole = self._fill - self._fill % ALIGN
+            if whole:
+                self._write_buffer(whole)
+            tail = self._view[whole : self._fill]
+            if tail:
+                if self._tail_fd < 0:
+                    self._tail_fd = os.open(self.path, os.O_WRONLY)
+                os.pwrite(self._tail_fd, tail, self._start + whole)
+                self._view[: len(tail)] = tail
+            self._start += whole
+            self._fill -= whole
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        """Release the descriptor and the buffer (without syncing)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._tail_fd >= 0:
+            os.close(self._tail_fd)
+            self._tail_fd = -1
+        self._view.release()
+        self._buf.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
