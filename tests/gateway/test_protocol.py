@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -222,3 +223,21 @@ async def test_yanked_listed_when_configured(
 def test_gateway_settings_default_is_anonymous_on_loopback() -> None:
     """The default gateway settings allow anonymous reads (honoured only on loopback)."""
     assert GatewaySettings().anonymous_read is True
+
+
+@pytest.mark.parametrize(
+    "name", ["app", "auth", "buckets", "catalog", "listing", "objects", "routing"]
+)
+def test_all_lists_public_names(name: str) -> None:
+    """Every name in a gateway module's __all__ exists, and every public function is listed."""
+    module = importlib.import_module(f"artifactstore.gateway.{name}")
+    names = set(module.__all__)
+    assert all(hasattr(module, n) for n in names)
+    public = {
+        n
+        for n, value in vars(module).items()
+        if not n.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module.__name__
+    }
+    assert public <= names
