@@ -80,7 +80,8 @@ def test_tail_follow_streams_new_events(server: Server, tmp_path: Path) -> None:
         for line in follower.stdout or ():
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
 
         def next_event() -> dict[str, Any]:
@@ -100,4 +101,5 @@ def test_tail_follow_streams_new_events(server: Server, tmp_path: Path) -> None:
         assert streamed[-1]["payload"]["version"] == "2"
     finally:
         follower.terminate()
-        follower.wait(timeout=30)
+        follower.communicate(timeout=30)  # reaps it and closes both pipes
+        reader.join(timeout=30)
