@@ -12,7 +12,9 @@ Measured in one run, on one machine, against the real ``artifactstore serve``
    loopback reads and, separately, SigV4-presigned URLs).
 3. ListObjectsV2 page latency (median) at 10k keys and at 1M keys (100
    versions x 10k files, published through ``Registry.publish``): first page,
-   a page from the middle (start-after), and a delimiter listing at the root.
+   a page from the middle (start-after), delimiter listings at the root and
+   in a version, and the root listing against a 10k-key package of the same
+   shape (as many versions, 100 files each), so both return 100 prefixes.
 
 Targets (issue 5): large GET >= 0.6x nginx; small GETs >= 1,500/s; page
 latency at 1M <= 1.5x at 10k. Prints a table; asserts nothing.
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from _common import GIB, agenerated_chunks, mb
 from artifactstore.config import DatabaseSettings, Settings
@@ -107,6 +110,16 @@ async def generate(
                     f"in {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
+        wide = [
+            ManifestFile(f"dir/file{i:03d}.bin", sd.size, sd.sha256, sd.blake3)
+            for i in range(files_per_version // versions)
+        ]
+        for v in range(versions):  # 10k keys shaped like k1m: as many versions, fewer files
+            await registry.publish(build_manifest("k10k-wide", f"1.0.{v:03d}", wide))
+        # Measure steady state, not autovacuum catching up with a million new rows.
+        async with registry.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(sa.text("VACUUM ANALYZE"))
     return facts
 
 
@@ -308,6 +321,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         client, f"{gw}/{bucket}?list-type=2&delimiter=/&prefix={mid_version}/"
                     ),
                 }
+            wide = page_latency(client, f"{gw}/k10k-wide?list-type=2&delimiter=/")
+            latency["k10k"]["delimiter '/' at root, same shape"] = wide
+            latency["k1m"]["delimiter '/' at root, same shape"] = latency["k1m"][
+                "delimiter '/' at root"
+            ]
         report(rates, anon_rate, signed_rate, latency, args)
     finally:
         for proc in (server, nginx):
