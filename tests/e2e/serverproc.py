@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
@@ -60,7 +60,6 @@ class Server:
     s3_port: int
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    log_handles: list[BinaryIO] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -83,9 +82,23 @@ class Server:
 
     def start(self) -> None:
         """Start the process and wait until ``/healthz`` answers."""
-        log = self.log_path.open("ab")
-        self.log_handles.append(log)
-        self.process = subprocess.Popen(
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = self._spawn(log)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"server exited with {self.process.returncode}:\n{self.log_tail()}"
+                raise RuntimeError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.kill()
+        msg = f"server did not become healthy:\n{self.log_tail()}"
+        raise RuntimeError(msg)
+
+    def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -104,18 +117,6 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                msg = f"server exited with {self.process.returncode}:\n{self.log_tail()}"
-                raise RuntimeError(msg)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.kill()
-        msg = f"server did not become healthy:\n{self.log_tail()}"
-        raise RuntimeError(msg)
 
     def stop(self) -> int | None:
         """SIGTERM and wait (graceful shutdown); SIGKILL if it lingers."""
@@ -135,11 +136,8 @@ class Server:
             self.process.wait()
 
     def close(self) -> None:
-        """Kill if still running and close the log files."""
+        """Kill the process if it still runs."""
         self.kill()
-        for handle in self.log_handles:
-            handle.close()
-        self.log_handles.clear()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote."""

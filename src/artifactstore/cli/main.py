@@ -38,6 +38,7 @@ from artifactstore.cli import tokens as tokens_cli
 from artifactstore.cli.download import download_command
 from artifactstore.cli.listing import ls_command
 from artifactstore.cli.serve import serve_command
+from artifactstore.cli.storage import storage_app
 from artifactstore.cli.upload import upload_command
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ app.command("ls")(ls_command)
 app.add_typer(events_cli.app, name="events")
 app.add_typer(db_cli.app, name="db")
 app.add_typer(tokens_cli.app, name="token")
+app.add_typer(storage_app, name="storage")
 
 
 def _one_line(exc: BaseException) -> str:
