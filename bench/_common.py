@@ -6,7 +6,11 @@ import hashlib
 import os
 import resource
 import time
-from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -47,8 +51,8 @@ def sha256_rate(total: int) -> float:
 
 def rss_bytes() -> int:
     """Current resident set size of this process."""
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_rss_bytes() -> int:

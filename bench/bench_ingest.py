@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from _common import GIB, agenerated_chunks, mb, peak_rss_bytes, rss_bytes, sha256_rate
-
 from artifactstore.config import Settings
 from artifactstore.registry import Registry
 
