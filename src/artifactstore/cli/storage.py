@@ -22,22 +22,21 @@ Exit codes (the table is ``cli.main``'s; these commands raise into it):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
-import sqlalchemy as sa
 import typer
 
 from artifactstore.config import ENV_CONFIG, ENV_DATA_DIR, load_settings
-from artifactstore.db.tables import storage_locations
 from artifactstore.errors import BackendUnavailableError
 from artifactstore.registry import Registry
 from artifactstore.registry.replicate import replicate
+from artifactstore.registry.storage_status import location_problems, storage_status
 from artifactstore.registry.verify import DEFAULT_CONCURRENCY, verify_storage
-from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,13 +51,6 @@ __all__ = ["CLI_ACTOR", "storage_app"]
 CLI_ACTOR = "cli:storage"
 # Failed and missing copies listed by ``status`` (the counts are always complete).
 STATUS_LIST_LIMIT = 1000
-STATES = (
-    LocationState.STORED,
-    LocationState.VERIFIED,
-    LocationState.FAILED,
-    LocationState.MISSING,
-    LocationState.DELETED,
-)
 EXIT_MISMATCH = 1
 _KIB = 1024
 EXIT_UNAVAILABLE = 3
@@ -211,53 +203,21 @@ def verify_command(
 
 
 async def _status(registry: Registry) -> dict[str, Any]:
-    health = await registry.store.health()
-    async with registry.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(
-                    storage_locations.c.backend, storage_locations.c.state, sa.func.count()
-                ).group_by(storage_locations.c.backend, storage_locations.c.state)
-            )
-        ).all()
-        problems = (
-            await conn.execute(
-                sa.select(
-                    storage_locations.c.sha256,
-                    storage_locations.c.backend,
-                    storage_locations.c.state,
-                    storage_locations.c.detail,
-                )
-                .where(storage_locations.c.state.in_((LocationState.FAILED, LocationState.MISSING)))
-                .order_by(storage_locations.c.backend, storage_locations.c.sha256)
-                .limit(STATUS_LIST_LIMIT)
-            )
-        ).all()
-    counts = {name: dict.fromkeys(STATES, 0) for name in registry.store.backends}
-    for name, state, n in rows:
-        counts.setdefault(name, dict.fromkeys(STATES, 0))[state] = int(n)
-    backends = []
-    for name, b in registry.store.backends.items():
-        h = health[name]
-        backends.append(
+    backends = await storage_status(registry)
+    problems = await location_problems(registry, limit=STATUS_LIST_LIMIT)
+    return {
+        "backends": [
             {
-                "name": name,
+                "name": b.name,
                 "type": b.kind,
-                "healthy": h.ok,
-                "detail": h.detail,
-                "locations": counts[name],
+                "healthy": b.healthy,
+                "detail": b.detail,
+                "locations": b.locations,
             }
-        )
-    listed = [
-        {
-            "sha256": bytes(p.sha256).hex(),
-            "backend": p.backend,
-            "state": p.state,
-            "detail": p.detail,
-        }
-        for p in problems
-    ]
-    return {"backends": backends, "problems": listed}
+            for b in backends
+        ],
+        "problems": [dataclasses.asdict(p) for p in problems],
+    }
 
 
 @storage_app.command("status")

@@ -1,0 +1,114 @@
+"""The state of storage as operators see it: each backend's health and copies by state.
+
+One place answers "how is storage doing" for ``/v1/storage``, ``/readyz``,
+``/metrics`` and ``artifactstore storage status``, all from the
+``storage_locations`` view plus each backend's cheap ``health()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from artifactstore.db.tables import storage_locations
+from artifactstore.views import LocationState
+
+if TYPE_CHECKING:
+    from artifactstore.registry.service import Registry
+
+__all__ = [
+    "PROBLEM_STATES",
+    "STATES",
+    "BackendStatus",
+    "LocationProblem",
+    "location_counts",
+    "location_problems",
+    "storage_status",
+]
+
+STATES = (
+    LocationState.STORED,
+    LocationState.VERIFIED,
+    LocationState.FAILED,
+    LocationState.MISSING,
+    LocationState.DELETED,
+)
+PROBLEM_STATES = (LocationState.FAILED, LocationState.MISSING)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """One backend: what it is, whether it answers, and its copies by state."""
+
+    name: str
+    kind: str
+    default: bool
+    healthy: bool
+    detail: str
+    locations: dict[str, int]
+
+    @property
+    def problems(self) -> int:
+        """Copies that failed verification or went missing."""
+        return sum(self.locations[s] for s in PROBLEM_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class LocationProblem:
+    """A copy in state failed or missing, and why."""
+
+    sha256: str
+    backend: str
+    state: str
+    detail: str
+
+
+async def location_counts(registry: Registry) -> dict[str, dict[str, int]]:
+    """Copies per backend and state; every configured backend and state present."""
+    async with registry.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    storage_locations.c.backend, storage_locations.c.state, sa.func.count()
+                ).group_by(storage_locations.c.backend, storage_locations.c.state)
+            )
+        ).all()
+    counts = {name: dict.fromkeys(STATES, 0) for name in registry.store.backends}
+    for backend, state, n in rows:
+        counts.setdefault(backend, dict.fromkeys(STATES, 0))[state] = int(n)
+    return counts
+
+
+async def storage_status(registry: Registry) -> list[BackendStatus]:
+    """Every configured backend with its health and location counts."""
+    counts = await location_counts(registry)
+    health = await registry.store.health()
+    default = registry.store.settings.default
+    return [
+        BackendStatus(
+            name=name,
+            kind=backend.kind,
+            default=name == default,
+            healthy=health[name].ok,
+            detail=health[name].detail,
+            locations=counts[name],
+        )
+        for name, backend in registry.store.backends.items()
+    ]
+
+
+async def location_problems(registry: Registry, *, limit: int) -> list[LocationProblem]:
+    """Up to ``limit`` failed or missing copies, by backend and sha256."""
+    sl = storage_locations
+    async with registry.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(sl.c.sha256, sl.c.backend, sl.c.state, sl.c.detail)
+                .where(sl.c.state.in_(PROBLEM_STATES))
+                .order_by(sl.c.backend, sl.c.sha256)
+                .limit(limit)
+            )
+        ).all()
+    return [LocationProblem(bytes(r.sha256).hex(), r.backend, r.state, r.detail) for r in rows]
