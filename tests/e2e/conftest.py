@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.e2e.serverproc import Server, cli, free_port
+from tests.e2e.serverproc import Server, base_env, cli, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-
-def _base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTIFACTSTORE_", "AWS_"))}
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    env["HOME"] = str(tmp_path / "home")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture
@@ -41,7 +32,7 @@ def start_server(
         base = tmp_data_dir if embedded else tmp_path
         directory = data_dir or base / f"server{len(started)}"
         directory.mkdir(parents=True, exist_ok=True)
-        env = _base_env(tmp_path)
+        env = base_env(tmp_path)
         env["ARTIFACTSTORE_DATA_DIR"] = str(directory)
         if not embedded:
             env["ARTIFACTSTORE_DATABASE_URL"] = database_url

@@ -11,6 +11,7 @@ Server output goes to ``<data_dir>/server.log`` for assertions and post-mortems.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -145,3 +146,12 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without ARTIFACTSTORE_*/AWS_*, with a private cache and home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTIFACTSTORE_", "AWS_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env["HOME"] = str(tmp_path / "home")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

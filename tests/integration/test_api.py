@@ -328,6 +328,11 @@ async def test_events_storage_health_and_metrics(api: httpx.AsyncClient) -> None
         ("PUT", "/v1/packages/ok/versions/1", b"\xff\xfe"),
         ("GET", "/v1/events?after=-5", b""),
         ("GET", "/v1/packages?limit=100000", b""),
+        ("GET", "/v1/events?after=99999999999999999999", b""),
+        ("GET", "/v1/packages/%00", b""),
+        ("GET", "/v1/packages/ok/versions/%00", b""),
+        ("GET", "/v1/packages?cursor=WyJcdTAwMDAiXQ", b""),
+        ("PATCH", "/v1/uploads/00000000-0000-0000-0000-000000000000", b""),
     ],
 )
 async def test_bad_input_is_a_4xx_never_a_500(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from artifactstore import errors as e
@@ -87,6 +88,21 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", message, {"problems": problems})
 
 
+async def _database_data_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Input PostgreSQL refuses as data (SQLSTATE class 22): a client error, never a 500.
+
+    A safety net behind the validation at the edge: every such case that
+    reaches it is logged, because it means a check is missing upstream.
+    """
+    assert isinstance(exc, DBAPIError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    if not sqlstate.startswith("22"):
+        log.warning("database error: %s", type(exc.orig).__name__)
+        return error_response(503, "database_unavailable", "the database failed the request")
+    log.warning("input refused by the database (SQLSTATE %s): a missing edge check", sqlstate)
+    return error_response(400, "invalid_input", "a parameter has a value the registry cannot store")
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -99,3 +115,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.ArtifactStoreError, _artifactstore_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_data_error)

@@ -33,7 +33,7 @@ class CreateUpload(BaseModel):
     """``POST /v1/uploads`` body."""
 
     model_config = ConfigDict(extra="forbid")
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=2**63 - 1)
     sha256: str | None = Field(default=None, max_length=71)
     blake3: str | None = Field(default=None, max_length=71)
     producer: str | None = Field(default=None, pattern=_LABEL)

@@ -74,7 +74,9 @@ def decode_cursor(cursor: str, arity: int) -> tuple[str, ...]:
     except (binascii.Error, ValueError) as exc:
         raise InvalidInputError("malformed cursor", cursor=cursor[:100]) from exc
     if not (
-        isinstance(parts, list) and len(parts) == arity and all(isinstance(p, str) for p in parts)
+        isinstance(parts, list)
+        and len(parts) == arity
+        and all(isinstance(p, str) and "\x00" not in p for p in parts)
     ):
         raise InvalidInputError("malformed cursor", cursor=cursor[:100])
     return tuple(parts)

@@ -21,7 +21,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
-After = Annotated[int, Query(ge=0)]
+MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
+After = Annotated[int, Query(ge=0, le=MAX_SEQ)]
 KEEPALIVE_SECONDS = 15.0
 STREAM_BATCH = 500
 

@@ -101,6 +101,7 @@ async def get_package(
     name: str, services: ServicesDep, _actor: ActorRead, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     """The package with one page of versions."""
+    validate_package_name(name)
     package = await services.registry.package(name)
     page = await services.registry.versions(name, limit=limit, cursor=cursor)
     return {
@@ -115,6 +116,8 @@ async def get_version(
     name: str, version: str, request: Request, services: ServicesDep, _actor: ActorRead
 ) -> Response:
     """JSON with the manifest, or the canonical CBOR manifest for ``Accept: application/cbor``."""
+    validate_package_name(name)
+    validate_version(version)
     record = await services.registry.version(name, version)
     data = await services.registry.manifest_bytes(name, version)
     if CBOR in request.headers.get("accept", ""):
@@ -144,6 +147,8 @@ async def get_file(
     _actor: ActorRead,
 ) -> Response:
     """The file's bytes, with the same Range and digest headers as blobs."""
+    validate_package_name(name)
+    validate_version(version)
     validate_file_path(path)
     f = await services.registry.file(name, version, path)
     return await blob_response(
@@ -167,6 +172,8 @@ async def yank(
     body: YankRequest | None = None,
 ) -> dict[str, Any]:
     """Mark the version yanked (idempotent); returns the version."""
+    validate_package_name(name)
+    validate_version(version)
     record = await services.registry.yank(
         name, version, reason=body.reason if body else "", actor=actor
     )

@@ -25,7 +25,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
-OffsetHeader = Annotated[int | None, Header(alias="Upload-Offset", ge=0)]
+MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint and off_t
+OffsetHeader = Annotated[int | None, Header(alias="Upload-Offset", ge=0, le=MAX_OFFSET)]
 LengthHeader = Annotated[int | None, Header(alias="Content-Length", ge=0)]
 
 
