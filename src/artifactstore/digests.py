@@ -17,7 +17,8 @@ import hashlib
 import hmac
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -44,6 +45,8 @@ _HEX_RE = re.compile(r"[0-9a-f]{64}")
 
 # Below this size the thread hand-off costs more than it saves.
 PARALLEL_THRESHOLD_BYTES = 256 * 1024
+# Chunks update_stream lets sha256 fall behind (memory: this many chunks).
+LANE_DEPTH = 3
 
 _sha_pool_lock = threading.Lock()
 _sha_pool: ThreadPoolExecutor | None = None
@@ -136,12 +139,14 @@ class DualHasher:
     worker thread (``asyncio.to_thread``) to keep an event loop free.
     """
 
-    __slots__ = ("_blake3", "_sha256", "_size")
+    __slots__ = ("_blake3", "_lane", "_pending", "_sha256", "_size")
 
     def __init__(self) -> None:
         self._sha256 = hashlib.sha256()
         self._blake3 = blake3.blake3()
         self._size = 0
+        self._lane: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
 
     @property
     def size(self) -> int:
@@ -176,8 +181,43 @@ class DualHasher:
                 alongside()
         self._size += n
 
+    def update_stream(self, data: bytes, alongside: Callable[[], object] | None = None) -> None:
+        """Like ``update`` for immutable ``bytes``, without waiting for sha256 to finish.
+
+        sha256 of a stream is the slowest of the three jobs; here it runs on a
+        private lane (one thread, so in order) up to ``LANE_DEPTH`` chunks
+        behind, so it never waits for blake3 or the write of the next chunk
+        and runs back to back. Call ``drain`` (or ``result``) before the
+        hasher is set aside.
+        """
+        n = len(data)
+        if n < PARALLEL_THRESHOLD_BYTES:
+            self.drain()
+            self.update(data, alongside)
+            return
+        if self._lane is None:
+            self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256-lane")
+        while len(self._pending) >= LANE_DEPTH:
+            self._pending.popleft().result()
+        self._pending.append(self._lane.submit(self._sha256.update, data))
+        self._blake3.update(data)
+        if alongside is not None:
+            alongside()
+        self._size += n
+
+    def drain(self) -> None:
+        """Wait for queued sha256 work and release the lane's thread."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if self._lane is not None:
+                self._lane.shutdown(wait=True)
+                self._lane = None
+
     def result(self) -> BlobDigests:
         """The digests of everything fed so far (the hasher stays usable)."""
+        self.drain()
         return BlobDigests(
             sha256=Digest("sha256", self._sha256.digest()),
             blake3=Digest("blake3", self._blake3.digest()),

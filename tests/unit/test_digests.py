@@ -66,3 +66,20 @@ def test_raw_length_is_checked() -> None:
     """A digest of the wrong byte length cannot be built."""
     with pytest.raises(InvalidDigestError):
         Digest("sha256", b"\x00" * 31)
+
+
+def test_streamed_updates_match_and_drain() -> None:
+    """update_stream keeps sha256 in order behind blake3 and gives the same digests."""
+    pieces = [bytes([i]) * (PARALLEL_THRESHOLD_BYTES + i * 1000) for i in range(10)]
+    pieces.insert(3, b"small")
+    written: list[int] = []
+    hasher = DualHasher()
+    for piece in pieces:
+        hasher.update_stream(piece, lambda p=piece: written.append(len(p)))
+    data = b"".join(pieces)
+    assert hasher.size == len(data)
+    assert hasher.result() == hash_bytes(data)
+    assert written == [len(p) for p in pieces]
+    hasher.update_stream(b"x" * PARALLEL_THRESHOLD_BYTES)
+    hasher.drain()
+    assert hasher.result() == hash_bytes(data + b"x" * PARALLEL_THRESHOLD_BYTES)

@@ -74,7 +74,7 @@ def write_chunk(hasher: DualHasher, out: StagedFile, chunk: bytes) -> None:
     sha256 runs on the hasher's worker thread while blake3 and the write run
     on this one: each byte is hashed once by each function and written once.
     """
-    hasher.update(chunk, lambda: out.append(chunk))
+    hasher.update_stream(chunk, lambda: out.append(chunk))
 
 
 class Staging:
@@ -106,6 +106,7 @@ class Staging:
                             f"blob exceeds the limit of {max_size} bytes", limit=max_size
                         )
                     await asyncio.to_thread(write_chunk, hasher, out, chunk)
+                await asyncio.to_thread(hasher.drain)
                 await asyncio.to_thread(out.sync)
         except BaseException:
             target.unlink(missing_ok=True)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
@@ -34,6 +36,18 @@ __all__ = ["ALIGN", "StagedFile"]
 ALIGN = 4096
 BUFFER_BYTES = 4 * 1024 * 1024
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+_writer_lock = threading.Lock()
+_writer: ThreadPoolExecutor | None = None
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    """Threads that wait on direct writes while the caller keeps hashing (one pool)."""
+    global _writer  # noqa: PLW0603 - one lazily created pool per process
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staged-write")
+        return _writer
 
 
 class StagedFile:
@@ -56,8 +70,12 @@ class StagedFile:
         self.size = os.fstat(self.fd).st_size
         if not self.direct:
             os.lseek(self.fd, self.size, os.SEEK_SET)
-        self._buf = mmap.mmap(-1, BUFFER_BYTES)
-        self._view = memoryview(self._buf)
+        # Two buffers: one fills while the other is on its way to the disk.
+        self._bufs = (mmap.mmap(-1, BUFFER_BYTES), mmap.mmap(-1, BUFFER_BYTES))
+        self._views = (memoryview(self._bufs[0]), memoryview(self._bufs[1]))
+        self._current = 0
+        self._view = self._views[0]
+        self._pending: Future[None] | None = None
         self._start = self.size - self.size % ALIGN  # file offset of _buf[0]
         self._fill = 0
         self._tail_fd = -1
@@ -93,14 +111,24 @@ class StagedFile:
             self._fill += take
             src = src[take:]
             if self._fill == BUFFER_BYTES:
-                self._write_buffer(BUFFER_BYTES)
-                self._start += BUFFER_BYTES
-                self._fill = 0
+                self._hand_off()
         self.size += len(data)
 
-    def _write_buffer(self, length: int) -> None:
-        view = self._view[:length]
-        offset = self._start
+    def _hand_off(self) -> None:
+        """Send the full buffer to a writer thread and continue in the other one."""
+        self._wait()
+        self._pending = _writer_pool().submit(self._write_at, self._view, self._start)
+        self._current ^= 1
+        self._view = self._views[self._current]
+        self._start += BUFFER_BYTES
+        self._fill = 0
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _write_at(self, view: memoryview, offset: int) -> None:
         while view:
             try:
                 written = os.pwrite(self.fd, view, offset)
@@ -127,10 +155,11 @@ class StagedFile:
         even for an instant a crash could catch. It stays buffered here and is
         rewritten whole by the next direct write.
         """
+        self._wait()
         if self.direct and self._fill:
             whole = self._fill - self._fill % ALIGN
             if whole:
-                self._write_buffer(whole)
+                self._write_at(self._view[:whole], self._start)
             tail = self._view[whole : self._fill]
             if tail:
                 if self._tail_fd < 0:
@@ -142,15 +171,23 @@ class StagedFile:
         os.fsync(self.fd)
 
     def close(self) -> None:
-        """Release the descriptor and the buffer (without syncing)."""
+        """Release the descriptor and the buffers (without syncing)."""
+        try:
+            self._wait()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         if self._tail_fd >= 0:
             os.close(self._tail_fd)
             self._tail_fd = -1
-        self._view.release()
-        self._buf.close()
+        for view in self._views:
+            view.release()
+        for buf in self._bufs:
+            buf.close()
 
     def __enter__(self) -> Self:
         return self

@@ -206,6 +206,7 @@ class Uploads:
                         )
                     await asyncio.to_thread(write_chunk, hasher, staged, chunk)
             finally:
+                await asyncio.to_thread(hasher.drain)
                 await asyncio.to_thread(staged.sync)
                 if hasher.size != staged.size:
                     self._hashers.pop(session_id, None)
