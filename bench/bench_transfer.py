@@ -1,0 +1,413 @@
+"""CLI -> server -> local backend: 1 GiB up and down, small publishes, server RSS.
+
+Measured in one run, on one machine, against the real ``artifactstore serve``
+(a subprocess on free ports, embedded PostgreSQL and the ``local`` backend in
+a temporary data dir under /tmp, zero configuration):
+
+1. This machine's limits over a generated 1 GiB file: single-thread sha256
+   (hashlib, 1 MiB reads) and ``cp`` of the file in the same directory, with
+   and without ``sync -f`` of the copy.
+2. ``python -m artifactstore.cli upload big 1.0 <file>`` and ``download big
+   1.0 --output <dir>``, wall clock of the subprocess (interpreter start-up
+   included); the downloaded bytes are compared with the source by sha256.
+3. Publishes per second of 1,000 versions of one 4 KiB file (distinct random
+   content per version) with 8 concurrent httpx clients over the REST API:
+   POST /v1/uploads, PATCH, PUT finalize, PUT the JSON manifest.
+4. The server process's RSS (VmRSS every 50 ms, and VmHWM) throughout.
+
+Targets (issue 3): upload >= 0.6x sha256; download >= 0.6x cp (synced);
+server RSS <= 200 MiB throughout. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import httpx
+
+from _common import GIB, MIB, mb
+
+SMALL = 4096
+WORKERS = 8
+WARMUP_PUBLISHES = 16
+RSS_TARGET = 200 * MIB
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def proc_status_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in KiB (empty once the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in {"VmRSS", "VmHWM"}:
+            found[key] = int(value.split()[0])
+    return found
+
+
+@dataclass
+class RssSampler:
+    """Samples a process's VmRSS every ``interval`` seconds in a thread, labelled by phase."""
+
+    pid: int
+    interval: float = 0.05
+    phase: str = "start-up"
+    samples: list[tuple[str, int]] = field(default_factory=list)
+    hwm: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sampling in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        """Take one sample now (also called by the thread)."""
+        status = proc_status_kib(self.pid)
+        if "VmRSS" in status:
+            self.samples.append((self.phase, status["VmRSS"] * 1024))
+            self.hwm = max(self.hwm, status.get("VmHWM", 0) * 1024)
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def peak(self, phase: str | None = None) -> int:
+        """The highest sampled RSS in bytes, over one phase or all of them."""
+        return max((rss for p, rss in self.samples if phase is None or p == phase), default=0)
+
+    def median(self, phase: str) -> int:
+        """The median sampled RSS in bytes over one phase."""
+        values = [rss for p, rss in self.samples if p == phase]
+        return int(statistics.median(values)) if values else 0
+
+
+def write_random_file(path: Path, total: int) -> None:
+    """``total`` bytes of os.urandom in 1 MiB blocks, fsynced."""
+    with path.open("wb") as out:
+        written = 0
+        while written < total:
+            block = os.urandom(min(MIB, total - written))
+            out.write(block)
+            written += len(block)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def sha256_file(path: Path) -> tuple[str, float]:
+    """The file's sha256 hex and the rate in bytes/s (hashlib, 1 MiB reads, one thread)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    started = time.perf_counter()
+    with path.open("rb", buffering=0) as f:
+        while block := f.read(MIB):
+            h.update(block)
+    return h.hexdigest(), size / (time.perf_counter() - started)
+
+
+def cp_rates(source: Path) -> tuple[float, float]:
+    """(cp without sync, cp + ``sync -f`` of the copy) in bytes/s; the copy is removed."""
+    size = source.stat().st_size
+    copy = source.with_name(source.name + ".cp")
+    started = time.perf_counter()
+    subprocess.run(["cp", str(source), str(copy)], check=True)
+    copied = time.perf_counter() - started
+    subprocess.run(["sync", "-f", str(copy)], check=True)
+    synced = time.perf_counter() - started
+    copy.unlink()
+    return size / copied, size / synced
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> float:
+    """Run ``python -m artifactstore.cli ARGS``; wall-clock seconds."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "artifactstore.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed
+
+
+@dataclass(frozen=True, slots=True)
+class SmallFile:
+    """One small file's bytes and digests (bare hex)."""
+
+    data: bytes
+    sha256: str
+    blake3: str
+
+
+def small_files(count: int) -> list[SmallFile]:
+    files = []
+    for _ in range(count):
+        data = os.urandom(SMALL)
+        files.append(
+            SmallFile(data, hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
+        )
+    return files
+
+
+async def publish_one(client: httpx.AsyncClient, package: str, version: str, f: SmallFile) -> None:
+    """One version of one 4 KiB file: create session, PATCH, PUT finalize, PUT manifest."""
+    created = await client.post(
+        "/v1/uploads",
+        json={"size": SMALL, "sha256": f"sha256:{f.sha256}", "blake3": f"blake3:{f.blake3}"},
+    )
+    if created.status_code == 201:
+        location = created.headers["location"]
+        patched = await client.patch(location, content=f.data, headers={"Upload-Offset": "0"})
+        if patched.status_code != 204:
+            raise RuntimeError(f"PATCH {location}: {patched.status_code} {patched.text[:300]}")
+        done = await client.put(location, params={"sha256": f.sha256, "blake3": f.blake3})
+        if done.status_code != 201:
+            raise RuntimeError(f"PUT {location}: {done.status_code} {done.text[:300]}")
+    elif created.status_code != 200:
+        raise RuntimeError(f"POST /v1/uploads: {created.status_code} {created.text[:300]}")
+    manifest = {
+        "package": package,
+        "version": version,
+        "files": [
+            {
+                "path": "f.bin",
+                "size": SMALL,
+                "sha256": f"sha256:{f.sha256}",
+                "blake3": f"blake3:{f.blake3}",
+            }
+        ],
+    }
+    put = await client.put(f"/v1/packages/{package}/versions/{version}", json=manifest)
+    if put.status_code != 201:
+        raise RuntimeError(f"PUT {package} {version}: {put.status_code} {put.text[:300]}")
+
+
+async def publish_many(
+    api: str, token: str, package: str, files: list[SmallFile], workers: int
+) -> tuple[float, list[float]]:
+    """Publish ``files`` as versions 1..N with ``workers`` clients; (seconds, latencies)."""
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, limits=limits, timeout=60
+    ) as client:
+        todo = iter(enumerate(files, start=1))
+
+        async def worker() -> None:
+            for n, f in todo:
+                started = time.perf_counter()
+                await publish_one(client, package, str(n), f)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gib", type=float, default=1.0, help="size of the big file in GiB")
+    parser.add_argument("--versions", type=int, default=1000, help="small versions to publish")
+    args = parser.parse_args()
+    total = int(args.gib * GIB)
+
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir="/tmp"))
+    data_dir = work / "data"
+    api_port, s3_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
+    cli_env = {
+        **env,
+        "ARTIFACTSTORE_DATA_DIR": str(data_dir),
+        "ARTIFACTSTORE_SERVER": api,
+        "XDG_CACHE_HOME": str(work / "cache"),
+    }
+    log = (work / "server.log").open("wb")
+    server: subprocess.Popen[bytes] | None = None
+    sampler: RssSampler | None = None
+    try:
+        print("starting the server ...", flush=True)
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "artifactstore.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--s3-port",
+                str(s3_port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        sampler = RssSampler(server.pid)
+        sampler.start()
+        wait_http(f"{api}/healthz", server)
+        startup = time.perf_counter() - started
+        sampler.phase = "idle"
+        time.sleep(1.0)
+        token = (data_dir / "admin-token").read_text(encoding="ascii").strip()
+
+        print(f"generating {total / GIB:g} GiB of random data ...", flush=True)
+        big = work / "big.bin"
+        write_random_file(big, total)
+        print("sha256 and cp ...", flush=True)
+        source_sha, sha_rate = sha256_file(big)
+        cp_rate, cp_sync_rate = cp_rates(big)
+        cli_start = run_cli(["--help"], cli_env)
+
+        print("upload ...", flush=True)
+        sampler.phase = "upload"
+        up_s = run_cli(["upload", "big", "1.0", str(big)], cli_env)
+        print("download ...", flush=True)
+        sampler.phase = "download"
+        out = work / "out"
+        down_s = run_cli(["download", "big", "1.0", "--output", str(out)], cli_env)
+        sampler.phase = "between"
+        got_sha, _ = sha256_file(out / big.name)
+        same = got_sha == source_sha
+        (out / big.name).unlink()
+
+        print(f"{args.versions:,} small publishes ...", flush=True)
+        warm = small_files(WARMUP_PUBLISHES)
+        files = small_files(args.versions)
+        asyncio.run(publish_many(api, token, "small-warmup", warm, WORKERS))
+        sampler.phase = "small"
+        small_s, latencies = asyncio.run(publish_many(api, token, "small", files, WORKERS))
+        sampler.phase = "end"
+        sampler.sample()
+        hwm = sampler.hwm
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if sampler is not None:
+            sampler.stop()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    up_rate, down_rate = total / up_s, total / down_s
+    baseline = sampler.median("idle")
+    peak = sampler.peak()
+    rows = [
+        ("server start-up to /healthz", f"{startup:.1f} s", ""),
+        ("CLI start-up (--help)", f"{cli_start:.2f} s", "included in the CLI timings"),
+        ("sha256 (hashlib, 1 MiB reads)", mb(sha_rate), "this machine, this run"),
+        ("cp (no sync)", mb(cp_rate), "page cache only"),
+        ("cp + sync -f", mb(cp_sync_rate), "durable copy"),
+        (
+            "upload (CLI, wall clock)",
+            mb(up_rate),
+            f"{up_s:.2f} s; {up_rate / sha_rate:.2f}x sha256 (target >= 0.60x)",
+        ),
+        (
+            "download (CLI, wall clock)",
+            mb(down_rate),
+            (
+                f"{down_s:.2f} s; {down_rate / cp_sync_rate:.2f}x cp+sync (target >= 0.60x), "
+                f"{down_rate / cp_rate:.2f}x cp"
+            ),
+        ),
+        ("downloaded bytes == source", "yes" if same else "NO", f"sha256 {source_sha[:16]}..."),
+        ("server RSS baseline (idle)", f"{baseline / MIB:.0f} MiB", "median over 1 s"),
+        ("server RSS peak, upload", f"{sampler.peak('upload') / MIB:.0f} MiB", ""),
+        ("server RSS peak, download", f"{sampler.peak('download') / MIB:.0f} MiB", ""),
+        ("server RSS peak, small", f"{sampler.peak('small') / MIB:.0f} MiB", ""),
+        (
+            "server RSS peak (50 ms samples)",
+            f"{peak / MIB:.0f} MiB",
+            f"target <= {RSS_TARGET / MIB:.0f} MiB: {'met' if peak <= RSS_TARGET else 'MISSED'}",
+        ),
+        (
+            "server VmHWM (kernel peak)",
+            f"{hwm / MIB:.0f} MiB",
+            f"target <= {RSS_TARGET / MIB:.0f} MiB: {'met' if hwm <= RSS_TARGET else 'MISSED'}",
+        ),
+        (
+            f"small publishes ({WORKERS} clients)",
+            f"{len(latencies) / small_s:,.0f} /s",
+            f"{len(latencies):,} versions in {small_s:.2f} s",
+        ),
+        (
+            "publish latency p50 / p95",
+            f"{percentile(latencies, 0.5) * 1000:.1f} ms",
+            f"p95 {percentile(latencies, 0.95) * 1000:.1f} ms",
+        ),
+    ]
+    print()
+    print(f"Transfer benchmark: {total / GIB:g} GiB file, {len(sampler.samples):,} RSS samples")
+    for name, value, note in rows:
+        print(f"  {name:<32} {value:>12}   {note}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
