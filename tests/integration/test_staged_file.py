@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from artifactstore.registry.staged_file import ALIGN, BUFFER_BYTES, StagedFile
+from artifactstore.staged_file import ALIGN, BUFFER_BYTES, StagedFile
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import blake3
@@ -75,7 +76,7 @@ def test_streamed_updates_match_and_drain() -> None:
     written: list[int] = []
     hasher = DualHasher()
     for piece in pieces:
-        hasher.update_stream(piece, lambda p=piece: written.append(len(p)))
+        hasher.update_stream(piece, functools.partial(written.append, len(piece)))
     data = b"".join(pieces)
     assert hasher.size == len(data)
     assert hasher.result() == hash_bytes(data)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from artifactstore.digests import BlobDigests, Digest, DualHasher
 from artifactstore.errors import DigestMismatchError, SizeMismatchError, TooLargeError
-from artifactstore.registry.staged_file import StagedFile
+from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:

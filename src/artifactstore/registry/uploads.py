@@ -37,7 +37,7 @@ from artifactstore.errors import (
     UploadOffsetMismatchError,
 )
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
-from artifactstore.registry.staged_file import StagedFile
+from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:
