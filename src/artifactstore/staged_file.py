@@ -41,6 +41,28 @@ _writer_lock = threading.Lock()
 _writer: ThreadPoolExecutor | None = None
 
 
+_free_buffers: list[mmap.mmap] = []
+_free_lock = threading.Lock()
+# Buffers kept for reuse (4 MiB each): a fresh mapping costs a page fault per
+# 4 KiB on first touch, which on a VM made each 8 MiB PATCH ~12 ms slower.
+MAX_FREE_BUFFERS = 16
+
+
+def _take_buffer() -> mmap.mmap:
+    with _free_lock:
+        if _free_buffers:
+            return _free_buffers.pop()
+    return mmap.mmap(-1, BUFFER_BYTES)
+
+
+def _give_back(buf: mmap.mmap) -> None:
+    with _free_lock:
+        if len(_free_buffers) < MAX_FREE_BUFFERS:
+            _free_buffers.append(buf)
+            return
+    buf.close()
+
+
 def _writer_pool() -> ThreadPoolExecutor:
     """Threads that wait on direct writes while the caller keeps hashing (one pool)."""
     global _writer  # noqa: PLW0603 - one lazily created pool per process
@@ -71,7 +93,8 @@ class StagedFile:
         if not self.direct:
             os.lseek(self.fd, self.size, os.SEEK_SET)
         # Two buffers: one fills while the other is on its way to the disk.
-        self._bufs = (mmap.mmap(-1, BUFFER_BYTES), mmap.mmap(-1, BUFFER_BYTES))
+        self._bufs = (_take_buffer(), _take_buffer())
+        self._released = False
         self._views = (memoryview(self._bufs[0]), memoryview(self._bufs[1]))
         self._current = 0
         self._view = self._views[0]
@@ -184,10 +207,12 @@ class StagedFile:
         if self._tail_fd >= 0:
             os.close(self._tail_fd)
             self._tail_fd = -1
-        for view in self._views:
-            view.release()
-        for buf in self._bufs:
-            buf.close()
+        if not self._released:
+            self._released = True
+            for view in self._views:
+                view.release()
+            for buf in self._bufs:
+                _give_back(buf)
 
     def __enter__(self) -> Self:
         return self

@@ -291,15 +291,16 @@ def collect_files(arguments: Sequence[Path], note: Callable[[str], None]) -> lis
 def _hash_file(item: SourceFile, on_bytes: Callable[[int], None]) -> BlobDigests:
     """Both digests of one file, read once in ``READ_BLOCK`` pieces."""
     hasher = DualHasher()
-    buffer = bytearray(READ_BLOCK)
-    view = memoryview(buffer)
     try:
         with item.source.open("rb") as fh:
-            while n := fh.readinto(buffer):
-                hasher.update(view[:n])
-                on_bytes(n)
+            # Fresh bytes each read: sha256 runs behind on its own lane (update_stream).
+            while block := fh.read(READ_BLOCK):
+                hasher.update_stream(block)
+                on_bytes(len(block))
     except OSError as exc:
         raise errors.InvalidInputError(f"{item.source}: {exc.strerror or exc}") from exc
+    finally:
+        hasher.drain()
     digests = hasher.result()
     if digests.size != item.size:
         raise errors.SizeMismatchError(
