@@ -319,16 +319,17 @@ class Registry:
             parsed, data = decode_manifest(manifest), manifest
         else:
             parsed, data = manifest, encode_manifest(manifest)
-        manifest_sha = hash_bytes(data).sha256
+        manifest_digests = hash_bytes(data)
+        manifest_sha = manifest_digests.sha256
         done = await self._existing_publish(parsed, manifest_sha)
         if done is not None:
             return done
         await self._check_blobs(parsed)
         targets = self.store.targets(producer=producer, retention_class=retention_class)
         await self.ensure_copies((f.sha256 for f in parsed.files), targets, actor=actor)
-        await self.ingest_bytes(
-            data, producer=producer, retention_class=retention_class, actor=actor
-        )
+        # The manifest is a blob too; its copies are recorded in the same
+        # transaction as the publish, so one commit makes both visible.
+        manifest_copies = await self._store_small(data, manifest_digests, targets)
         async with self.engine.begin() as conn:
             # Take the log lock first so the existence check and the append
             # are one atomic step against concurrent publishers.
@@ -342,6 +343,7 @@ class Registry:
             await record(
                 conn,
                 [
+                    *manifest_copies,
                     PackagePublished(
                         package=parsed.package,
                         version=parsed.version,
@@ -349,11 +351,35 @@ class Registry:
                         manifest=data,
                         producer=producer,
                         retention_class=retention_class,
-                    )
+                    ),
                 ],
                 actor=actor,
             )
         return PublishResult(manifest_sha256=manifest_sha, created=True)
+
+    async def _store_small(
+        self, data: bytes, digests: BlobDigests, targets: tuple[str, ...]
+    ) -> list[EventPayload]:
+        """Put in-memory bytes on every target lacking a copy; the events to record for them."""
+        async with self.engine.connect() as conn:
+            readable = set(await self.store.readable_backends(conn, digests.sha256))
+        stored: list[EventPayload] = []
+        for name in targets:
+            if name in readable:
+                continue
+            info = await self.store.backend(name).put_stream(
+                digests.sha256, _one_chunk(data), digests.size
+            )
+            stored.append(
+                BlobStored(
+                    sha256=digests.sha256.raw,
+                    blake3=digests.blake3.raw,
+                    size=digests.size,
+                    backend=name,
+                    key=info.key,
+                )
+            )
+        return stored
 
     async def _existing_publish(self, parsed: Manifest, sha: Digest) -> PublishResult | None:
         async with self.engine.connect() as conn:
