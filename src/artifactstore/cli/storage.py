@@ -33,22 +33,22 @@ import typer
 
 from artifactstore.config import ENV_CONFIG, ENV_DATA_DIR, load_settings
 from artifactstore.errors import BackendUnavailableError
-from artifactstore.registry import Registry
-from artifactstore.registry.replicate import replicate
-from artifactstore.registry.storage_status import location_problems, storage_status
-from artifactstore.registry.verify import DEFAULT_CONCURRENCY, verify_storage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from rich.progress import Progress
 
+    from artifactstore.registry import Registry
     from artifactstore.registry.replicate import ReplicateProgress, ReplicateReport
     from artifactstore.registry.verify import VerifyProgress, VerifyReport
 
 __all__ = ["CLI_ACTOR", "storage_app"]
 
 CLI_ACTOR = "cli:storage"
+# Objects verified at once (registry.verify.DEFAULT_CONCURRENCY; not imported
+# here so the CLI starts without loading the registry).
+DEFAULT_VERIFY_CONCURRENCY = 4
 # Failed and missing copies listed by ``status`` (the counts are always complete).
 STATUS_LIST_LIMIT = 1000
 EXIT_MISMATCH = 1
@@ -72,6 +72,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document.
 
 
 async def _open(config: Path | None, data_dir: Path | None) -> Registry:
+    # The registry (SQLAlchemy and all) loads only when a command runs, so
+    # `artifactstore --help` and the HTTP commands start fast.
+    from artifactstore.registry import Registry  # noqa: PLC0415
+
     return await Registry.open(load_settings(config, data_dir=data_dir))
 
 
@@ -168,7 +172,7 @@ def verify_command(
     ] = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-j", min=1, max=64, help="Objects verified at once.")
-    ] = DEFAULT_CONCURRENCY,
+    ] = DEFAULT_VERIFY_CONCURRENCY,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -180,6 +184,8 @@ def verify_command(
         try:
             with _Bar() as bar:
                 started = time.perf_counter()
+                from artifactstore.registry.verify import verify_storage  # noqa: PLC0415
+
                 report = await verify_storage(
                     registry,
                     backends=backend or None,
@@ -203,6 +209,11 @@ def verify_command(
 
 
 async def _status(registry: Registry) -> dict[str, Any]:
+    from artifactstore.registry.storage_status import (  # noqa: PLC0415 - see _open
+        location_problems,
+        storage_status,
+    )
+
     backends = await storage_status(registry)
     problems = await location_problems(registry, limit=STATUS_LIST_LIMIT)
     return {
@@ -276,6 +287,8 @@ def replicate_command(
                 def on_progress(p: ReplicateProgress) -> None:
                     label = f"replicate to {p.target} ({p.copied} copied, {p.checked} checked)"
                     bar.update(p.target, label, p.bytes, None)
+
+                from artifactstore.registry.replicate import replicate  # noqa: PLC0415
 
                 return await replicate(
                     registry, to=to, source=source, progress=on_progress, actor=CLI_ACTOR
