@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-__all__ = ["ALIGN", "StagedFile"]
+__all__ = ["ALIGN", "DirectReader", "StagedFile"]
 
 ALIGN = 4096
 BUFFER_BYTES = 4 * 1024 * 1024
@@ -224,3 +224,53 @@ class StagedFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DirectReader:
+    """Reads ranges of a file around the page cache where the filesystem allows it.
+
+    The counterpart of ``StagedFile``: blobs are written with ``O_DIRECT`` and so
+    are never in the cache; a cold buffered read on a VM pays for page
+    allocation (~575 MB/s measured) where a direct read ran at ~1.9 GB/s.
+    Falls back to buffered reads where ``O_DIRECT`` is refused.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.direct = bool(_O_DIRECT)
+        self.fd = -1
+        if self.direct:
+            try:
+                self.fd = os.open(path, os.O_RDONLY | _O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+        if self.fd < 0:
+            self.fd = os.open(path, os.O_RDONLY)
+        self._buf = _take_buffer()
+        self._view = memoryview(self._buf)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (at most one buffer); b"" at end of file."""
+        if not self.direct:
+            return os.pread(self.fd, min(length, BUFFER_BYTES), offset)
+        aligned = offset - offset % ALIGN
+        skip = offset - aligned
+        want = min(BUFFER_BYTES, -(-(skip + length) // ALIGN) * ALIGN)
+        try:
+            got = os.preadv(self.fd, [self._view[:want]], aligned)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct = False
+            return self.read_at(offset, length)
+        end = min(got, skip + length)
+        return bytes(self._view[skip:end]) if end > skip else b""
+
+    def close(self) -> None:
+        """Release the descriptor and the buffer."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self._view.release()
+            _give_back(self._buf)

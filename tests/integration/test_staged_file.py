@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from artifactstore.staged_file import ALIGN, BUFFER_BYTES, StagedFile
+from artifactstore.staged_file import ALIGN, BUFFER_BYTES, DirectReader, StagedFile
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,3 +52,23 @@ def test_create_refuses_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         StagedFile(path, create=True)
     assert path.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(0, 1), (0, ALIGN), (1, ALIGN), (ALIGN - 1, 2), (5000, 70_000), (0, BUFFER_BYTES + 10)],
+)
+def test_direct_reader_returns_exact_ranges(tmp_path: Path, offset: int, length: int) -> None:
+    """Unaligned offsets and lengths read back exactly the requested bytes (capped per call)."""
+    data = random.Random(1).randbytes(BUFFER_BYTES + 3 * ALIGN + 17)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    reader = DirectReader(path)
+    try:
+        got = reader.read_at(offset, length)
+        assert got == data[offset : offset + min(length, len(got))]
+        assert 0 < len(got) <= length
+        assert reader.read_at(len(data), 10) == b""
+        assert reader.read_at(len(data) - 3, 10) == data[-3:]
+    finally:
+        reader.close()

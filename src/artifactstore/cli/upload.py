@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 READ_BLOCK = 4 * 1024 * 1024
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024  # fewer requests; a broken PATCH still keeps what arrived
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 64
 MAX_SESSION_RESTARTS = 3
@@ -764,8 +764,8 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
     ] = DEFAULT_CONCURRENCY,
     chunk_size: Annotated[
         str,
-        typer.Option(metavar="BYTES", help="Bytes per PATCH request (8M, 8MiB, 8388608)."),
-    ] = "8MiB",
+        typer.Option(metavar="BYTES", help="Bytes per PATCH request (64MiB, 8M, 8388608)."),
+    ] = "64MiB",
 ) -> None:
     """Upload files and directories as PACKAGE VERSION and print the manifest digest.
 

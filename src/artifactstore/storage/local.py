@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Self
 
 from artifactstore.errors import BackendUnavailableError, BlobNotFoundError
+from artifactstore.staged_file import DirectReader
 from artifactstore.storage.spi import (
     DEFAULT_READ_CHUNK,
     BackendHealth,
@@ -38,7 +39,12 @@ from artifactstore.storage.spi import (
     object_key,
     resolve_range,
 )
-from artifactstore.storage.streams import ClosingChunks, exact_size, read_file_range
+from artifactstore.storage.streams import (
+    ClosingChunks,
+    exact_size,
+    read_direct_range,
+    read_file_range,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
@@ -51,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["TEMP_PREFIX", "LocalBackend", "open_local"]
 
 TEMP_PREFIX = ".tmp-"
+# Reads at least this long go around the page cache (DirectReader).
+DIRECT_READ_MIN_BYTES = 4 * 1024 * 1024
 _HEALTH_PREFIX = ".health-"
 # Chunks from the caller are gathered to about this size before each write,
 # so a stream of tiny chunks does not cost one thread hop per chunk.
@@ -279,10 +287,25 @@ class LocalBackend:
             f.close()
             raise
 
+        reader: DirectReader | None = None
+        if resolved.length >= DIRECT_READ_MIN_BYTES:
+            # Large reads bypass the page cache (staged_file.DirectReader says why).
+            try:
+                reader = await asyncio.to_thread(DirectReader, path)
+            except OSError:
+                reader = None
+
         async def release() -> None:
             await asyncio.to_thread(f.close)
+            if reader is not None:
+                await asyncio.to_thread(reader.close)
 
-        chunks = ClosingChunks(read_file_range(f, resolved.start, resolved.end), release)
+        source = (
+            read_direct_range(reader, resolved.start, resolved.end)
+            if reader is not None
+            else read_file_range(f, resolved.start, resolved.end)
+        )
+        chunks = ClosingChunks(source, release)
         return ObjectStream(
             info=ObjectInfo(sha256=sha256, size=size, key=object_key(sha256)),
             range=resolved,

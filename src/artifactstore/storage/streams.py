@@ -23,11 +23,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
+    from artifactstore.staged_file import DirectReader
+
 __all__ = [
     "ClosingChunks",
     "coalesce",
     "exact_size",
     "iter_file",
+    "read_direct_range",
     "read_file_range",
     "rechunk",
 ]
@@ -121,6 +124,24 @@ async def read_file_range(
     pos = start
     while pos < end:
         data = await asyncio.to_thread(_read_at, f, pos, min(chunk_size, end - pos))
+        if not data:
+            raise SizeMismatchError(
+                f"file ended at byte {pos}, expected {end}", expected=end, received=pos
+            )
+        pos += len(data)
+        yield data
+
+
+async def read_direct_range(
+    reader: DirectReader, start: int, end: int, chunk_size: int = DEFAULT_READ_CHUNK
+) -> AsyncGenerator[bytes, None]:
+    """Yield bytes ``[start, end)`` through a ``DirectReader``, at most ``chunk_size`` at a time.
+
+    A file that ends early fails with ``SizeMismatchError``, as ``read_file_range``.
+    """
+    pos = start
+    while pos < end:
+        data = await asyncio.to_thread(reader.read_at, pos, min(chunk_size, end - pos))
         if not data:
             raise SizeMismatchError(
                 f"file ended at byte {pos}, expected {end}", expected=end, received=pos
