@@ -9,16 +9,15 @@ section 7). ``Database.aclose`` disposes the pool and releases the cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from artifactstore.errors import DatabaseUnavailableError
+from artifactstore.resources import AsyncCloseable
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from artifactstore.config import Settings
     from artifactstore.db.embedded import EmbeddedPostgres
 
@@ -50,7 +49,7 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
 
 @dataclass
-class Database:
+class Database(AsyncCloseable):
     """An open engine, its URL, and the embedded cluster it holds (if any)."""
 
     engine: AsyncEngine
@@ -63,17 +62,6 @@ class Database:
         if self.embedded is not None:
             self.embedded.release()
             self.embedded = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def open_database(settings: Settings, *, migrate: bool | None = None) -> Database:

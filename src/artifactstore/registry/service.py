@@ -34,6 +34,7 @@ from artifactstore.registry.records import (
     PublishResult,
     VersionRecord,
 )
+from artifactstore.resources import AsyncCloseable
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-class Registry:
+class Registry(AsyncCloseable):
     """The registry over one database and one set of storage backends."""
 
     def __init__(self, settings: Settings, database: Database, store: BlobStore) -> None:
@@ -86,12 +87,6 @@ class Registry:
         """Close the backends and the database."""
         await self.store.aclose()
         await self.database.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- blobs ---------------------------------------------------------------
 

@@ -25,9 +25,10 @@ import errno
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO
 
 from artifactstore.errors import BackendUnavailableError, BlobNotFoundError
+from artifactstore.resources import AsyncCloseable
 from artifactstore.staged_file import DirectReader, StagedFile
 from artifactstore.storage.spi import (
     DEFAULT_READ_CHUNK,
@@ -48,7 +49,6 @@ from artifactstore.storage.streams import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
-    from types import TracebackType
 
     from artifactstore.config import LocalBackendSettings
     from artifactstore.digests import Digest
@@ -91,7 +91,7 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
 
 
-class LocalBackend:
+class LocalBackend(AsyncCloseable):
     """Blobs as files under ``root``; safe for concurrent use by tasks and processes."""
 
     def __init__(self, name: str, root: Path) -> None:
@@ -119,17 +119,6 @@ class LocalBackend:
     def closed(self) -> bool:
         """True after ``aclose``."""
         return self._closed
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"LocalBackend(name={self._name!r}, root={str(self._root)!r})"

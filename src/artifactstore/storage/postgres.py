@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -53,6 +53,7 @@ from artifactstore.errors import (
     ConfigError,
     SizeMismatchError,
 )
+from artifactstore.resources import AsyncCloseable
 from artifactstore.storage.spi import (
     DEFAULT_READ_CHUNK,
     BackendHealth,
@@ -65,7 +66,6 @@ from artifactstore.storage.streams import exact_size, rechunk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
-    from types import TracebackType
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -128,7 +128,7 @@ async def _read_blocks(path: Path, block_size: int) -> AsyncIterator[bytes]:
         await asyncio.to_thread(f.close)
 
 
-class PostgresBackend:
+class PostgresBackend(AsyncCloseable):
     """Blobs as ``bytea`` blocks; safe for concurrent use by tasks and processes."""
 
     def __init__(self, name: str, engine: AsyncEngine, *, block_size: int) -> None:
@@ -161,17 +161,6 @@ class PostgresBackend:
     def engine(self) -> AsyncEngine:
         """The backend's own engine (tests and tools reach the tables through it)."""
         return self._engine
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"PostgresBackend(name={self._name!r}, block_size={self._block_size})"

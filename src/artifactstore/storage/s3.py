@@ -37,6 +37,7 @@ from artifactstore.errors import (
     DigestMismatchError,
     InvalidRangeError,
 )
+from artifactstore.resources import AsyncCloseable
 from artifactstore.storage.spi import (
     DEFAULT_READ_CHUNK,
     BackendHealth,
@@ -55,7 +56,6 @@ from artifactstore.storage.streams import ClosingChunks, exact_size, iter_file, 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
     from pathlib import Path
-    from types import TracebackType
 
     from types_aiobotocore_s3 import S3Client
 
@@ -127,7 +127,7 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class S3Backend:
+class S3Backend(AsyncCloseable):
     """Blobs as objects in one bucket; every method is safe to call concurrently.
 
     Open with ``await S3Backend.open(settings)`` (or ``open_s3``) and close
@@ -223,17 +223,6 @@ class S3Backend:
     def settings(self) -> S3BackendSettings:
         """The settings this backend was opened with."""
         return self._settings
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         s = self._settings
