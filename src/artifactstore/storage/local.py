@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from artifactstore.errors import BackendUnavailableError, BlobNotFoundError
+from artifactstore.errors import BackendUnavailableError, BlobNotFoundError, SizeMismatchError
 from artifactstore.resources import AsyncCloseable
 from artifactstore.staged_file import DirectReader, StagedFile
 from artifactstore.storage.spi import (
@@ -35,6 +35,7 @@ from artifactstore.storage.spi import (
     BackendHealth,
     ObjectInfo,
     ObjectStream,
+    ResolvedRange,
     digest_from_key,
     object_key,
     resolve_range,
@@ -59,10 +60,45 @@ __all__ = ["TEMP_PREFIX", "LocalBackend", "open_local"]
 TEMP_PREFIX = ".tmp-"
 # Reads at least this long go around the page cache (DirectReader).
 DIRECT_READ_MIN_BYTES = 4 * 1024 * 1024
+# Ranges up to this size are read in the same thread hop as the open.
+SMALL_READ_BYTES = 256 * 1024
 _HEALTH_PREFIX = ".health-"
 # Chunks from the caller are gathered to about this size before each write,
 # so a stream of tiny chunks does not cost one thread hop per chunk.
 _WRITE_BATCH = 4 * DEFAULT_READ_CHUNK
+
+
+def _open_for_read(
+    path: Path, byte_range: ByteRange | None
+) -> tuple[BinaryIO | None, int, ResolvedRange, bytes]:
+    """Open, size and resolve in one thread hop; read small ranges right away.
+
+    Returns the open file (None when the range was small and already read),
+    the object size, the resolved range and the bytes read (or b"").
+    """
+    f: BinaryIO = path.open("rb")
+    try:
+        size = os.fstat(f.fileno()).st_size
+        resolved = resolve_range(byte_range, size)
+        if resolved.length > SMALL_READ_BYTES:
+            return f, size, resolved, b""
+        data = os.pread(f.fileno(), resolved.length, resolved.start) if resolved.length else b""
+    except BaseException:
+        f.close()
+        raise
+    f.close()
+    if len(data) != resolved.length:
+        raise SizeMismatchError(
+            f"{path.name} ended at {resolved.start + len(data)}, expected {resolved.end}",
+            expected=resolved.end,
+            received=resolved.start + len(data),
+        )
+    return None, size, resolved, data
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
 
 
 def _cached(f: BinaryIO, offset: int) -> bool:
@@ -276,19 +312,17 @@ class LocalBackend(AsyncCloseable):
         self._check_open()
         path = self.path_for(sha256)
         try:
-            f: BinaryIO = await asyncio.to_thread(path.open, "rb")
+            f, size, resolved, small = await asyncio.to_thread(_open_for_read, path, byte_range)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(
                 f"{sha256} is not stored on backend {self._name!r}", backend=self._name
             ) from exc
         except OSError as exc:
             raise self._unavailable(f"cannot open {sha256}", exc) from exc
-        try:
-            size = os.fstat(f.fileno()).st_size
-            resolved = resolve_range(byte_range, size)
-        except BaseException:
-            f.close()
-            raise
+        info = ObjectInfo(sha256=sha256, size=size, key=object_key(sha256))
+        if f is None:
+            # Small objects were read whole in the same thread hop as the open.
+            return ObjectStream(info=info, range=resolved, chunks=_single(small))
 
         reader: DirectReader | None = None
         if resolved.length >= DIRECT_READ_MIN_BYTES and not _cached(f, resolved.start):
@@ -309,12 +343,7 @@ class LocalBackend(AsyncCloseable):
             if reader is not None
             else read_file_range(f, resolved.start, resolved.end)
         )
-        chunks = ClosingChunks(source, release)
-        return ObjectStream(
-            info=ObjectInfo(sha256=sha256, size=size, key=object_key(sha256)),
-            range=resolved,
-            chunks=chunks,
-        )
+        return ObjectStream(info=info, range=resolved, chunks=ClosingChunks(source, release))
 
     # -- delete ----------------------------------------------------------------
 
