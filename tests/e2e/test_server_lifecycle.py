@@ -123,3 +123,22 @@ def test_graceful_shutdown_exits_cleanly(server: Server) -> None:
     """SIGTERM stops the server with exit status 0."""
     assert httpx.get(f"{server.url}/readyz").json()["status"] == "ok"
     assert server.stop() == 0
+
+
+def test_a_taken_port_is_one_clear_error(server: Server) -> None:
+    """A second server on a port in use exits 2 with one line, before touching anything."""
+    run = cli(
+        "serve",
+        "--port",
+        str(server.port),
+        "--s3-port",
+        str(server.s3_port),
+        "--data-dir",
+        str(server.data_dir),
+        env=server.client_env(),
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: cannot listen on 127.0.0.1:")
+    assert "Traceback" not in run.stderr
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +22,7 @@ import typer
 import uvicorn
 
 from artifactstore.config import load_settings
+from artifactstore.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -50,6 +52,28 @@ def _configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind a listening socket now, so a taken port is one clear error before any work.
+
+    Raises:
+        InvalidInputError: the address is in use or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            " (another artifactstore serve? choose --port / --s3-port)"
+        ) from None
+    return sock
 
 
 def _server(app: Callable[..., Any], host: str, port: int) -> _Server:
@@ -73,13 +97,22 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
     from artifactstore.api.app import create_app  # noqa: PLC0415 - heavy imports on demand
     from artifactstore.registry import Registry  # noqa: PLC0415
 
-    registry = await Registry.open(settings)
+    gateway_host = settings.gateway.host or host
+    sockets = [listen(host, port)]
+    try:
+        if s3_port is not None:
+            sockets.append(listen(gateway_host, s3_port))
+        registry = await Registry.open(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     try:
         servers = [_server(create_app(settings, registry=registry, host=host), host, port)]
         if s3_port is not None:
             gateway = _gateway_app(settings, registry, host)
             if gateway is not None:
-                servers.append(_server(gateway, settings.gateway.host or host, s3_port))
+                servers.append(_server(gateway, gateway_host, s3_port))
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -95,8 +128,12 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
             port,
             settings.data_dir,
         )
-        await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(
+            *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=False))
+        )
     finally:
+        for sock in sockets:
+            sock.close()
         await registry.aclose()
 
 
