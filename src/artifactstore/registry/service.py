@@ -16,8 +16,10 @@ from artifactstore.db.tables import blobs, storage_locations
 from artifactstore.digests import BlobDigests, Digest, hash_bytes
 from artifactstore.errors import (
     BlobNotFoundError,
+    DigestMismatchError,
     ManifestError,
     MissingBlobsError,
+    SizeMismatchError,
     VersionConflictError,
 )
 from artifactstore.events import BlobStored, EventPayload, PackagePublished, PackageYanked
@@ -184,12 +186,14 @@ class Registry(AsyncCloseable):
         expected: Expected,
         targets: tuple[str, ...],
         actor: str,
+        keep_on_error: bool = False,
     ) -> BlobRecord:
         """Move a staged, hashed file into every target backend and record each copy.
 
         The staged file is consumed (renamed into the last backend that needs
         it, where the backend allows) or removed. Copies that already exist
-        are not written again.
+        are not written again. With ``keep_on_error``, a failure other than a
+        mismatch leaves the file (if not yet consumed) for the caller to retry.
 
         Raises:
             DigestMismatchError, SizeMismatchError: nothing stored, file removed.
@@ -218,8 +222,14 @@ class Registry(AsyncCloseable):
                         key=info.key,
                     )
                 )
-        finally:
+        except (DigestMismatchError, SizeMismatchError):
             path.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata call
+            raise
+        except BaseException:
+            if not keep_on_error:
+                path.unlink(missing_ok=True)  # noqa: ASYNC240
+            raise
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - gone already when consumed
         if stored:
             async with self.engine.begin() as conn:
                 await record(conn, stored, actor=actor)

@@ -31,12 +31,18 @@ from artifactstore.db.tables import upload_sessions
 from artifactstore.digests import BlobDigests, Digest, DualHasher
 from artifactstore.errors import (
     ConflictError,
+    IntegrityError,
     InvalidInputError,
     TooLargeError,
     UploadNotFoundError,
     UploadOffsetMismatchError,
 )
-from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
+from artifactstore.registry.ingest import (
+    INGEST_PIECE_BYTES,
+    Expected,
+    check_expected,
+    write_chunk,
+)
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
@@ -257,15 +263,39 @@ class Uploads:
         targets = self.registry.store.targets(
             producer=row.producer, retention_class=row.retention_class
         )
+        try:
+            check_expected(digests, expected)
+        except IntegrityError:
+            await self.abort(session_id)
+            raise
         self._hashers.pop(session_id, None)
         path = self.path(session_id)
         claimed = self.staging.new_path()
         path.replace(claimed)  # the session's bytes now belong to this finalize only
+        try:
+            blob = await self.registry.store_staged(
+                claimed,
+                digests,
+                expected=expected,
+                targets=targets,
+                actor=actor,
+                keep_on_error=True,
+            )
+        except BaseException:
+            # A backend or the database failed. If the bytes were not taken yet,
+            # give them back to the session so the client can retry the PUT;
+            # otherwise the session is over and the client starts a new one.
+            if claimed.exists():
+                claimed.replace(path)
+            else:
+                await self._delete_row(session_id)
+            raise
+        await self._delete_row(session_id)
+        return blob
+
+    async def _delete_row(self, session_id: uuid.UUID) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == session_id))
-        return await self.registry.store_staged(
-            claimed, digests, expected=expected, targets=targets, actor=actor
-        )
 
     async def abort(self, session_id: uuid.UUID) -> None:
         """End a session and remove its bytes; unknown sessions raise ``UploadNotFoundError``."""

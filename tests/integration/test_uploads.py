@@ -1,0 +1,60 @@
+"""Upload sessions through the registry's Python API, with a backend that fails."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import pytest
+
+from artifactstore.config import LocalBackendSettings
+from artifactstore.digests import hash_bytes
+from artifactstore.errors import BackendUnavailableError, DigestMismatchError, UploadNotFoundError
+from artifactstore.registry import Registry, Uploads, UploadSession
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_finalize_keeps_the_session_when_the_backend_fails(registry: Registry) -> None:
+    """A backend failure at finalize leaves the session and its bytes; the retry succeeds."""
+    uploads = Uploads(registry)
+    data = b"keep me" * 1000
+    d = hash_bytes(data)
+    session = await uploads.create(size=len(data), actor="t")
+    assert isinstance(session, UploadSession)
+    await uploads.append(session.id, 0, _body(data))
+    local = registry.settings.effective_storage.backends["local"]
+    assert isinstance(local, LocalBackendSettings)
+    blobs = local.root
+    shutil.rmtree(blobs)
+    blobs.write_bytes(b"not a directory")  # the backend cannot create its tree now
+    with pytest.raises(BackendUnavailableError):
+        await uploads.finalize(session.id, sha256=d.sha256, blake3=d.blake3, actor="t")
+    assert (await uploads.get(session.id)).offset == len(data)
+    blobs.unlink()
+    blobs.mkdir()
+    blob = await uploads.finalize(session.id, sha256=d.sha256, blake3=d.blake3, actor="t")
+    assert blob.sha256 == d.sha256
+    assert await (await registry.open_blob(d.sha256)).read_all() == data
+    with pytest.raises(UploadNotFoundError):
+        await uploads.get(session.id)
+
+
+async def test_finalize_mismatch_ends_the_session(registry: Registry) -> None:
+    """A wrong digest at finalize removes the session and its bytes and stores nothing."""
+    uploads = Uploads(registry)
+    session = await uploads.create(actor="t")
+    assert isinstance(session, UploadSession)
+    await uploads.append(session.id, 0, _body(b"abc"))
+    wrong = hash_bytes(b"abd")
+    with pytest.raises(DigestMismatchError):
+        await uploads.finalize(session.id, sha256=wrong.sha256, actor="t")
+    with pytest.raises(UploadNotFoundError):
+        await uploads.get(session.id)
+    assert list(registry.staging.root.iterdir()) == []
+    assert await registry.find_blob(hash_bytes(b"abc").sha256) is None
