@@ -27,7 +27,7 @@ import blake3
 from artifactstore.errors import InvalidDigestError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "DIGEST_BYTES",
@@ -227,12 +227,6 @@ class DualHasher:
     def hash_iter(self, chunks: Iterable[bytes]) -> BlobDigests:
         """Feed every chunk and return the result."""
         for chunk in chunks:
-            self.update(chunk)
-        return self.result()
-
-    async def hash_aiter(self, chunks: AsyncIterable[bytes]) -> BlobDigests:
-        """Feed every chunk of an async stream (hashing inline) and return the result."""
-        async for chunk in chunks:
             self.update(chunk)
         return self.result()
 

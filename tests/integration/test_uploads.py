@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +15,7 @@ from artifactstore.config import LocalBackendSettings
 from artifactstore.digests import hash_bytes
 from artifactstore.errors import BackendUnavailableError, DigestMismatchError, UploadNotFoundError
 from artifactstore.registry import Registry, Uploads, UploadSession
+from artifactstore.registry.uploads import ORPHAN_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -58,3 +63,39 @@ async def test_finalize_mismatch_ends_the_session(registry: Registry) -> None:
         await uploads.get(session.id)
     assert list(registry.staging.root.iterdir()) == []
     assert await registry.find_blob(hash_bytes(b"abc").sha256) is None
+
+
+async def test_expiry_removes_sessions_their_bytes_and_old_orphans(registry: Registry) -> None:
+    """Expired sessions and staged files no session owns (past the grace) are removed."""
+    uploads = Uploads(registry)
+    session = await uploads.create(actor="t")
+    assert isinstance(session, UploadSession)
+    await uploads.append(session.id, 0, _body(b"staged"))
+    orphan = uploads.staging.root / f"upload-{uuid.uuid4().hex}"
+    orphan.write_bytes(b"left by a crash")
+    young = uploads.staging.root / f"upload-{uuid.uuid4().hex}"
+    young.write_bytes(b"a session being created right now")
+    old = time.time() - ORPHAN_GRACE_SECONDS - 60
+    os.utime(orphan, (old, old))
+    assert await uploads.expire(now=datetime.now(UTC)) == 0
+    assert uploads.path(session.id).exists()
+    assert not orphan.exists()
+    assert young.exists()
+    later = datetime.now(UTC) + timedelta(seconds=registry.settings.uploads.expiry_seconds + 1)
+    assert await uploads.expire(now=later) == 1
+    assert not uploads.path(session.id).exists()
+    with pytest.raises(UploadNotFoundError):
+        await uploads.get(session.id)
+
+
+async def test_sweep_removes_only_stale_ingest_files(registry: Registry) -> None:
+    """Staging.sweep drops crashed ingests' files but not one being written now."""
+    stale = registry.staging.new_path()
+    stale.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    fresh = registry.staging.new_path()
+    fresh.write_bytes(b"y")
+    assert registry.staging.sweep(older_than_seconds=3600) == 1
+    assert not stale.exists()
+    assert fresh.exists()

@@ -61,7 +61,6 @@ async def blob_response(
     *,
     sha256: Digest,
     blake3: Digest,
-    size: int,
     last_modified: datetime,
     media_type: str = "application/octet-stream",
     filename: str | None = None,
@@ -88,7 +87,6 @@ async def blob_response(
     if request.method == "HEAD":
         await stream.aclose()
         return Response(status_code=code, headers=headers, media_type=media_type)
-    del size  # the resolved range carries the object's real size
     return StreamingResponse(
         _body(stream), status_code=code, headers=headers, media_type=media_type
     )

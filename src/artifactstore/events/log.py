@@ -81,9 +81,8 @@ class Event:
         return decode_payload(self.type, self.payload)
 
     @classmethod
-    def from_row(cls, row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> Event:
-        """Build from a row of the ``events`` table."""
-        m = row if isinstance(row, sa.RowMapping) else row._mapping  # noqa: SLF001 - SQLAlchemy's public row API
+    def from_row(cls, m: sa.RowMapping) -> Event:
+        """Build from a row of the ``events`` table (as a mapping)."""
         return cls(
             seq=m["seq"],
             id=m["id"],

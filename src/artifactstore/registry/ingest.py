@@ -71,8 +71,9 @@ def check_expected(actual: BlobDigests, expected: Expected) -> None:
 def write_chunk(hasher: DualHasher, out: StagedFile, chunk: bytes) -> None:
     """Hash ``chunk`` and append it to ``out`` (run on a worker thread).
 
-    sha256 runs on the hasher's worker thread while blake3 and the write run
-    on this one: each byte is hashed once by each function and written once.
+    sha256 runs on the hasher's own lane (``DualHasher.update_stream``) while
+    blake3 and the write run on this thread: each byte is hashed once by each
+    function and written once.
     """
     hasher.update_stream(chunk, lambda: out.append(chunk))
 
@@ -89,14 +90,14 @@ class Staging:
         return self.root / f"{prefix}{uuid.uuid4().hex}"
 
     async def stage_stream(
-        self, chunks: AsyncIterable[bytes], *, max_size: int, path: Path | None = None
+        self, chunks: AsyncIterable[bytes], *, max_size: int
     ) -> tuple[Path, BlobDigests]:
         """Write a stream to a new staged file, hashing as it goes, and fsync it.
 
         Raises:
             TooLargeError: the stream exceeds ``max_size`` (the file is removed).
         """
-        target = path or self.new_path()
+        target = self.new_path()
         hasher = DualHasher()
         try:
             with StagedFile(target, create=True) as out:

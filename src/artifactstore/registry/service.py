@@ -139,7 +139,7 @@ class Registry(AsyncCloseable):
         expected = expected or Expected()
         targets = self.store.targets(producer=producer, retention_class=retention_class)
         if expected.sha256 is not None:
-            existing = await self._held_on(expected.sha256, targets)
+            existing = await self.held_on(expected.sha256, targets)
             if existing is not None:
                 check_expected(
                     BlobDigests(existing.sha256, existing.blake3, existing.size),
@@ -171,7 +171,8 @@ class Registry(AsyncCloseable):
             actor=actor,
         )
 
-    async def _held_on(self, sha256: Digest, targets: Iterable[str]) -> BlobRecord | None:
+    async def held_on(self, sha256: Digest, targets: Iterable[str]) -> BlobRecord | None:
+        """The blob if it has a readable copy on every one of ``targets``, else None."""
         found = await self.find_blob(sha256)
         if found is None:
             return None

@@ -113,7 +113,7 @@ class Uploads:
             targets = self.registry.store.targets(
                 producer=producer, retention_class=retention_class
             )
-            existing = await self.registry._held_on(sha256, targets)  # noqa: SLF001 - same layer
+            existing = await self.registry.held_on(sha256, targets)
             if existing is not None:
                 return existing
         now = datetime.now(UTC)

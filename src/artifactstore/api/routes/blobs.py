@@ -28,7 +28,6 @@ async def get_blob(
         services.registry,
         sha256=blob.sha256,
         blake3=blob.blake3,
-        size=blob.size,
         last_modified=blob.stored_at,
     )
 

@@ -156,7 +156,6 @@ async def get_file(
         services.registry,
         sha256=f.sha256,
         blake3=f.blake3,
-        size=f.size,
         last_modified=f.published_at,
         media_type=f.media_type,
         filename=f.path,
