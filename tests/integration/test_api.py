@@ -71,6 +71,39 @@ async def test_known_blob_shortcut_skips_the_session(api: httpx.AsyncClient) -> 
     assert r.json()["blake3"] == str(D.blake3)
 
 
+async def test_blake3_alone_names_a_blob(api: httpx.AsyncClient) -> None:
+    """blake3 alone finds a held blob at create and is enough to finalize.
+
+    The server computes sha256 itself and answers with it; a create whose two
+    digests disagree with the held blob opens a session instead of claiming it.
+    """
+    other = random.Random(4).randbytes(70_000)
+    o = hash_bytes(other)
+    location = (await api.post("/v1/uploads", json={"blake3": str(o.blake3)})).headers["location"]
+    await api.patch(location, content=other, headers={"Upload-Offset": "0"})
+    done = await api.put(location, params={"blake3": o.blake3.hex})
+    assert done.status_code == 201, done.text
+    assert done.json()["sha256"] == str(o.sha256)
+
+    r = await api.post("/v1/uploads", json={"blake3": o.blake3.hex, "size": len(other)})
+    assert r.status_code == 200
+    assert r.json()["status"] == "exists"
+    assert r.json()["sha256"] == str(o.sha256)
+
+    wrong_pair = {"sha256": o.sha256.hex, "blake3": D.blake3.hex}
+    assert (await api.post("/v1/uploads", json=wrong_pair)).status_code == 201
+
+    location = (await api.post("/v1/uploads", json={})).headers["location"]
+    await api.patch(location, content=b"abc", headers={"Upload-Offset": "0"})
+    r = await api.put(location)
+    assert r.status_code == 400
+    assert "sha256 or the blake3" in r.json()["error"]["message"]
+    assert (await api.head(location)).headers["upload-offset"] == "3"  # the session stays
+    r = await api.put(location, params={"blake3": D.blake3.hex})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "digest_mismatch"
+
+
 async def test_wrong_offset_is_409_with_the_current_offset(api: httpx.AsyncClient) -> None:
     """A PATCH at the wrong offset changes nothing and reports where to resume."""
     location = (await api.post("/v1/uploads", json={})).headers["location"]

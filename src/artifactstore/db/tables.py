@@ -68,6 +68,7 @@ blobs = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("stored_at", TZ, nullable=False),
     sa.Column("stored_seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_blobs_blake3", "blake3"),  # clients may name blobs by blake3 alone
 )
 
 storage_locations = sa.Table(

@@ -52,6 +52,7 @@ __all__ = [
     "list_files",
     "list_packages",
     "list_versions",
+    "sha256_of_blake3",
 ]
 
 MAX_PAGE = 1000
@@ -86,6 +87,12 @@ def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
     return limit
+
+
+async def sha256_of_blake3(conn: AsyncConnection, blake3: Digest) -> Digest | None:
+    """The sha256 of the blob whose blake3 is ``blake3``, or None when none is recorded."""
+    raw = await conn.scalar(sa.select(blobs.c.sha256).where(blobs.c.blake3 == blake3.raw).limit(1))
+    return None if raw is None else Digest("sha256", bytes(raw))
 
 
 async def get_blob(conn: AsyncConnection, sha256: Digest) -> BlobRecord:

@@ -171,6 +171,11 @@ class Registry(AsyncCloseable):
             actor=actor,
         )
 
+    async def find_by_blake3(self, blake3: Digest) -> Digest | None:
+        """The sha256 of the blob recorded with this blake3, if any (readable or not)."""
+        async with self.engine.connect() as conn:
+            return await queries.sha256_of_blake3(conn, blake3)
+
     async def held_on(self, sha256: Digest, targets: Iterable[str]) -> BlobRecord | None:
         """The blob if it has a readable copy on every one of ``targets``, else None."""
         found = await self.find_blob(sha256)

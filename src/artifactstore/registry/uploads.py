@@ -95,7 +95,11 @@ class Uploads:
         retention_class: str | None = None,
         actor: str,
     ) -> UploadSession | BlobRecord:
-        """Open a session, or return the blob when ``sha256`` names one already held.
+        """Open a session, or return the blob when the digests name one already held.
+
+        Either digest may name the blob (the CLI sends blake3 alone); when both
+        are given both must agree with the stored blob, else a session opens
+        and finalize judges the bytes.
 
         Raises:
             TooLargeError: ``size`` exceeds the configured maximum blob size.
@@ -109,12 +113,15 @@ class Uploads:
                     f"size {size} exceeds the maximum blob size {self.limits.max_blob_bytes}",
                     limit=self.limits.max_blob_bytes,
                 )
-        if sha256 is not None:
+        known = sha256
+        if known is None and blake3 is not None:
+            known = await self.registry.find_by_blake3(blake3)
+        if known is not None:
             targets = self.registry.store.targets(
                 producer=producer, retention_class=retention_class
             )
-            existing = await self.registry.held_on(sha256, targets)
-            if existing is not None:
+            existing = await self.registry.held_on(known, targets)
+            if existing is not None and (blake3 is None or blake3.matches(existing.blake3)):
                 return existing
         now = datetime.now(UTC)
         session_id = uuid.uuid4()
@@ -222,7 +229,7 @@ class Uploads:
         self,
         session_id: uuid.UUID,
         *,
-        sha256: Digest,
+        sha256: Digest | None = None,
         blake3: Digest | None = None,
         last_chunk: AsyncIterable[bytes] | None = None,
         offset: int | None = None,
@@ -230,27 +237,34 @@ class Uploads:
     ) -> BlobRecord:
         """Check the digests, store the blob, record ``v1.blob.stored``, end the session.
 
-        A mismatch ends the session too: its bytes are removed, nothing is
-        stored and no event is recorded.
+        At least one digest must be known, given here or when the session
+        began; every one known is checked (either is a 256-bit cryptographic
+        hash of the bytes, and the server computes both). A mismatch ends the
+        session too: its bytes are removed, nothing is stored and no event is
+        recorded.
 
         Raises:
+            InvalidInputError: no digest to check against.
             UploadNotFoundError, UploadOffsetMismatchError, DigestMismatchError,
             SizeMismatchError, ConflictError.
         """
         row = await self._row(session_id)
+        if all(d is None for d in (sha256, blake3, row.expected_sha256, row.expected_blake3)):
+            raise InvalidInputError("finalize needs the sha256 or the blake3 of the blob")
         if last_chunk is not None:
             at = offset if offset is not None else self.path(session_id).stat().st_size
             await self.append(session_id, at, last_chunk)
         with self._locked(session_id) as staged:
             hasher = await self._hasher_at(session_id, staged.size)
             digests: BlobDigests = hasher.result()
-        if row.expected_sha256 is not None and not sha256.matches(
-            Digest("sha256", bytes(row.expected_sha256))
-        ):
-            await self.abort(session_id)
-            raise InvalidInputError(
-                "sha256 at finalize differs from the one the session began with"
-            )
+        if row.expected_sha256 is not None:
+            declared_sha = Digest("sha256", bytes(row.expected_sha256))
+            if sha256 is not None and not sha256.matches(declared_sha):
+                await self.abort(session_id)
+                raise InvalidInputError(
+                    "sha256 at finalize differs from the one the session began with"
+                )
+            sha256 = declared_sha
         if row.expected_blake3 is not None:
             declared = Digest("blake3", bytes(row.expected_blake3))
             if blake3 is not None and not blake3.matches(declared):

@@ -119,17 +119,20 @@ async def finalize_upload(
     request: Request,
     services: ServicesDep,
     actor: ActorWrite,
-    sha256: Annotated[str, Query(max_length=71)],
+    sha256: Annotated[str | None, Query(max_length=71)] = None,
     blake3: Annotated[str | None, Query(max_length=71)] = None,
     upload_offset: OffsetHeader = None,
     content_length: LengthHeader = None,
 ) -> Response:
-    """201 with the blob; 400 ``digest_mismatch`` stores nothing and ends the session."""
+    """201 with the blob; 400 ``digest_mismatch`` stores nothing and ends the session.
+
+    ``sha256``, ``blake3`` or both: each one given is checked.
+    """
     session_id = _session_id(upload_id)
     has_body = bool(content_length) or "chunked" in request.headers.get("transfer-encoding", "")
     blob = await services.uploads.finalize(
         session_id,
-        sha256=Digest.parse(sha256, algorithm="sha256"),
+        sha256=_digest(sha256, "sha256"),
         blake3=_digest(blake3, "blake3"),
         last_chunk=_body(request) if has_body else None,
         offset=upload_offset,
