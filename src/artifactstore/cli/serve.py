@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
+import uvloop
 
 from artifactstore.config import load_settings
 from artifactstore.errors import InvalidInputError
@@ -164,11 +165,14 @@ def serve_command(
     settings = load_settings(config, data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     bind = host or settings.server.host
-    asyncio.run(
-        run_server(
-            settings,
-            host=bind,
-            port=port if port is not None else settings.server.port,
-            s3_port=s3_port if s3_port is not None else settings.gateway.port,
+    # uvicorn's ``loop="uvloop"`` only applies when uvicorn owns the loop; this
+    # process runs two servers on one loop of its own, so it asks for uvloop here.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            run_server(
+                settings,
+                host=bind,
+                port=port if port is not None else settings.server.port,
+                s3_port=s3_port if s3_port is not None else settings.gateway.port,
+            )
         )
-    )
