@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import asyncpg  # type: ignore[import-untyped]  # no stubs; only for COPY
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
@@ -87,6 +88,7 @@ MAX_BLOCK_SIZE = 64 * 1024 * 1024
 # A read fetches about this many bytes of blocks per query (at least one block).
 _FETCH_BYTES = 4 * DEFAULT_READ_CHUNK
 _LIST_PAGE = 1000
+_BLOCK_COLUMNS = ("backend", "sha256", "block_no", "data")
 _LOCK_NAMESPACE = b"artifactstore.storage.postgres\x00"
 _STORAGE_EXTERNAL = "ALTER TABLE blob_blocks ALTER COLUMN data SET STORAGE EXTERNAL"
 # Serialises CREATE TABLE IF NOT EXISTS of concurrent openers on a foreign database.
@@ -119,12 +121,24 @@ async def _tracked(chunks: AsyncIterable[bytes], state: _SourceState) -> AsyncIt
 
 
 async def _read_blocks(path: Path, block_size: int) -> AsyncIterator[bytes]:
-    """A staged file in ``block_size`` reads, each on a worker thread."""
+    """A staged file in ``block_size`` reads on a worker thread, one block read ahead.
+
+    The next block is read while the caller sends the current one, so the
+    disk and the database work at the same time.
+    """
     f: BinaryIO = await asyncio.to_thread(path.open, "rb")
+    pending: asyncio.Future[bytes] | None = None
     try:
-        while data := await asyncio.to_thread(f.read, block_size):
+        pending = asyncio.ensure_future(asyncio.to_thread(f.read, block_size))
+        while data := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(f.read, block_size))
             yield data
     finally:
+        if pending is not None:
+            # A read in flight cannot be stopped; let it end before closing.
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved: an error here is moot
         await asyncio.to_thread(f.close)
 
 
@@ -196,7 +210,14 @@ class PostgresBackend(AsyncCloseable):
     # -- writes ------------------------------------------------------------------
 
     async def _write(self, sha256: Digest, chunks: AsyncIterable[bytes], size: int) -> ObjectInfo:
-        """Replace the object with ``size`` bytes from ``chunks`` in one transaction."""
+        """Replace the object with ``size`` bytes from ``chunks`` in one transaction.
+
+        The blocks go in with one binary ``COPY`` on the transaction's own
+        connection (asyncpg's ``copy_records_to_table``), fed from the stream
+        one block at a time, so memory stays at a few blocks and the server
+        parses no SQL per block. The ``blob_objects`` row follows in the same
+        transaction: a crash or an error before the commit leaves nothing.
+        """
         self._check_open()
         source = _SourceState()
         blocks = rechunk(exact_size(_tracked(chunks, source), size), self._block_size)
@@ -204,14 +225,13 @@ class PostgresBackend(AsyncCloseable):
             async with self._engine.begin() as conn:
                 await self._lock(conn, sha256)
                 await self._remove(conn, sha256)
-                block_no = 0
-                async for block in blocks:
-                    await conn.execute(
-                        sa.insert(blob_blocks).values(
-                            backend=self._name, sha256=sha256.raw, block_no=block_no, data=block
-                        )
-                    )
-                    block_no += 1
+                raw = await conn.get_raw_connection()
+                driver: asyncpg.Connection = raw.driver_connection
+                await driver.copy_records_to_table(
+                    blob_blocks.name,
+                    columns=_BLOCK_COLUMNS,
+                    records=self._records(sha256, blocks),
+                )
                 await conn.execute(
                     insert(blob_objects)
                     .values(
@@ -225,11 +245,20 @@ class PostgresBackend(AsyncCloseable):
                     # a writer that bypasses the lock from failing a put.
                     .on_conflict_do_nothing(index_elements=["backend", "sha256"])
                 )
-        except (sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             if source.failed:
                 raise
             raise self._unavailable(f"cannot write {sha256}", exc) from exc
         return ObjectInfo(sha256=sha256, size=size, key=object_key(sha256))
+
+    async def _records(
+        self, sha256: Digest, blocks: AsyncIterable[bytes]
+    ) -> AsyncIterator[tuple[str, bytes, int, bytes]]:
+        """``blob_blocks`` rows for ``COPY``, in ``_BLOCK_COLUMNS`` order."""
+        block_no = 0
+        async for block in blocks:
+            yield (self._name, sha256.raw, block_no, block)
+            block_no += 1
 
     async def put_stream(
         self, sha256: Digest, chunks: AsyncIterable[bytes], size: int
