@@ -1,0 +1,718 @@
+"""cli/bulk.py: file ranges sent with sendfile (or TLS) to a real in-process HTTP server.
+
+The server is ``http.server.ThreadingHTTPServer`` on loopback; the path picks
+its behaviour (see ``_Handler``). It hashes what it reads and records, per
+request, the client's port, the bytes it got and the headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+
+from artifactstore.cli.bulk import BulkTransportError, FileSender, RawResponse
+from artifactstore.errors import SizeMismatchError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+MiB = 1024 * 1024
+WAIT = 5.0  # a hang guard: far below the senders' socket timeouts in these tests
+
+
+@dataclass
+class _Seen:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    port: int
+    declared: int
+    received: int
+    sha256: str
+    headers: dict[str, str]
+
+
+@dataclass
+class _State:
+    seen: list[_Seen] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
+    """Set by ``/hold`` once it has read the first bytes of a body."""
+    release: threading.Event = field(default_factory=threading.Event)
+    """``/hold`` reads the rest once this is set."""
+    finished: threading.Event = field(default_factory=threading.Event)
+    """Set when a connection's handler ends."""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Reads the body, answers JSON about it. Paths (any query is ignored).
+
+    - ``/echo``: 200, keep-alive.
+    - ``/close``: 200 with ``Connection: close``.
+    - ``/hangup``: 200 without saying so, then closes (an idle-timeout close).
+    - ``/drop-reused``: on a connection's second request, closes without answering.
+    - ``/error``: 409 with a JSON error body and ``Upload-Offset``.
+    - ``/chunked``: 200, the JSON in a chunked body.
+    - ``/early``: 413 before reading any of the body, then closes.
+    - ``/hold``: reads 64 KiB, then waits for ``state.release`` before the rest.
+    """
+
+    protocol_version = "HTTP/1.1"
+    state: ClassVar[_State]
+    served = 0
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.state.finished.set()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    do_PUT = do_PATCH  # noqa: N815 - the stdlib's dispatch names
+    do_POST = do_PATCH  # noqa: N815
+
+    def _read_body(self, declared: int, *, hold: bool = False) -> tuple[int, str]:
+        digest, received = hashlib.sha256(), 0
+        while received < declared:
+            if hold and received >= 64 * 1024 and not self.state.started.is_set():
+                self.state.started.set()
+                self.state.release.wait(WAIT)
+            try:
+                block = self.rfile.read1(min(MiB, declared - received))
+            except OSError:
+                block = b""
+            if not block:
+                break
+            digest.update(block)
+            received += len(block)
+        return received, digest.hexdigest()
+
+    def _handle(self) -> None:
+        route = self.path.split("?")[0]
+        declared = int(self.headers.get("Content-Length", "0"))
+        self.served += 1
+        if route == "/drop-reused" and self.served > 1:
+            self.close_connection = True
+            return
+        if route == "/early":
+            self._answer(413, {"error": {"code": "too_large"}}, close=True)
+            return
+        received, sha = self._read_body(declared, hold=route == "/hold")
+        self.state.seen.append(
+            _Seen(
+                self.command,
+                self.path,
+                self.client_address[1],
+                declared,
+                received,
+                sha,
+                dict(self.headers.items()),
+            )
+        )
+        if received < declared:
+            self.close_connection = True
+            return
+        data = {"sha256": sha, "received": received, "path": self.path}
+        if route == "/error":
+            self._answer(409, {"error": {"code": "offset_mismatch"}}, extra={"Upload-Offset": "7"})
+        elif route == "/chunked":
+            self._chunked(json.dumps(data).encode())
+        else:
+            self._answer(200, data, close=route == "/close")
+            if route == "/hangup":
+                self.close_connection = True
+
+    def _answer(
+        self,
+        status: int,
+        data: object,
+        *,
+        close: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _chunked(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        half = len(body) // 2
+        for part in (body[:half], body[half:], b""):
+            self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _V6Server(_Server):
+    address_family = socket.AF_INET6
+
+
+@contextlib.contextmanager
+def _serve(
+    host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[_Server, _State]]:
+    state = _State()
+    handler = type("Handler", (_Handler,), {"state": state})
+    server = (_V6Server if ":" in host else _Server)((host, 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server, state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[_Server, _State]]:
+    with _serve() as running:
+        yield running
+
+
+def _url(server: _Server, scheme: str = "http") -> str:
+    host, port = server.server_address[:2]
+    text = host.decode() if isinstance(host, bytes) else host
+    return f"{scheme}://[{text}]:{port}" if ":" in text else f"{scheme}://{text}:{port}"
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> tuple[Path, bytes]:
+    data = os.urandom(3 * MiB + 12345)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json(answer: RawResponse) -> Any:
+    return json.loads(answer.body)
+
+
+# --- bytes on the wire ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(0, 3 * MiB + 12345), (12345, 1_000_000), (3 * MiB, 12345), (777, 0), (3 * MiB + 12345, 0)],
+)
+async def test_sends_exactly_the_range(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes], offset: int, length: int
+) -> None:
+    """The server receives exactly the bytes of the range, with Content-Length set from it."""
+    srv, state = server
+    path, data = data_file
+    with closing(FileSender(_url(srv), {"User-Agent": "test"})) as sender:
+        answer = await sender.send_range("PATCH", "/echo", path, offset, length)
+    assert answer.status == 200
+    assert _json(answer)["sha256"] == _sha(data[offset : offset + length])
+    (seen,) = state.seen
+    assert (seen.method, seen.declared, seen.received) == ("PATCH", length, length)
+    assert seen.headers["User-Agent"] == "test"
+    assert seen.headers["Connection"] == "keep-alive"
+
+
+async def test_progress_reports_each_piece_on_the_loop(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """Progress comes per piece, on the event loop thread, and sums to the length."""
+    srv, _ = server
+    path, data = data_file
+    calls: list[tuple[int, int]] = []
+    with closing(FileSender(_url(srv), {}, piece_size=MiB)) as sender:
+        answer = await sender.send_range(
+            "PATCH",
+            "/echo",
+            path,
+            5,
+            len(data) - 5,
+            on_progress=lambda n: calls.append((n, threading.get_ident())),
+        )
+    assert _json(answer)["sha256"] == _sha(data[5:])
+    assert [n for n, _ in calls] == [MiB, MiB, MiB, len(data) - 5 - 3 * MiB]
+    assert {ident for _, ident in calls} == {threading.get_ident()}
+
+
+async def test_head_carries_prefix_params_and_headers(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """The base URL's prefix, urlencoded params, and both header sets reach the server."""
+    srv, state = server
+    path, _ = data_file
+    with closing(
+        FileSender(_url(srv) + "/api/", {"Authorization": "Bearer x", "X-A": "1"})
+    ) as sender:
+        await sender.send_range(
+            "PUT",
+            "/echo",
+            path,
+            0,
+            10,
+            headers={"X-B": "2", "Content-Length": "10"},
+            params={"q": "a b&c", "n": "1"},
+        )
+    (seen,) = state.seen
+    assert seen.path == "/api/echo?q=a+b%26c&n=1"
+    assert seen.headers["Authorization"] == "Bearer x"
+    assert (seen.headers["X-A"], seen.headers["X-B"]) == ("1", "2")
+    assert seen.headers["Host"] == f"127.0.0.1:{srv.server_address[1]}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("PATCH", "/x", {"X-Bad": "a\r\nInjected: 1"}),
+        ("PATCH", "/x", {"X-Bad": "a\nb"}),
+        ("PATCH", "/x", {"X-Bad": "a\0b"}),
+        ("PATCH", "/x", {"Bad\r\nName": "a"}),
+        ("PATCH", "/x", {"Bad Name": "a"}),
+        ("PATCH", "/x", {"Transfer-Encoding": "chunked"}),
+        ("PATCH", "/x", {"Host": "elsewhere"}),
+        ("PATCH", "/x", {"Content-Length": "11"}),
+        ("PATCH", "/x", {"X-Text": "\u20ac"}),
+        ("PATCH", "/x y", {}),
+        ("PATCH", "x", {}),
+        ("PATCH", "/x\r\n", {}),
+        ("PAT CH", "/x", {}),
+    ],
+)
+async def test_invalid_heads_are_refused(
+    data_file: tuple[Path, bytes], method: str, path: str, headers: dict[str, str]
+) -> None:
+    """CR, LF or NUL in a header, a bad name, framing headers, bad paths: ValueError, no I/O."""
+    sender = FileSender("http://127.0.0.1:9", {})
+    with pytest.raises(ValueError):
+        await sender.send_range(method, path, data_file[0], 0, 10, headers=headers)
+    with pytest.raises(ValueError):
+        FileSender("http://127.0.0.1:9", {"X": "a\r\nb"})
+
+
+def test_base_url_must_be_http() -> None:
+    """Other schemes, a missing host, or a query in the base URL are refused."""
+    for url in ("ftp://h/", "http:///x", "http://h/?q=1", "h:80"):
+        with pytest.raises(ValueError):
+            FileSender(url, {})
+
+
+# --- connections ------------------------------------------------------------------------
+
+
+async def test_keep_alive_connection_is_reused(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """Two requests in a row travel on one connection (the server sees one client port)."""
+    srv, state = server
+    path, _ = data_file
+    with closing(FileSender(_url(srv), {})) as sender:
+        for _ in range(3):
+            await sender.send_range("PATCH", "/echo", path, 0, 1000)
+    assert len({seen.port for seen in state.seen}) == 1
+
+
+async def test_connection_close_and_max_idle_zero_are_not_reused(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """``Connection: close`` answers and a zero-sized pool mean one connection per request."""
+    srv, state = server
+    path, _ = data_file
+    sender = FileSender(_url(srv), {})
+    closed = FileSender(_url(srv), {}, max_idle=0)
+    try:
+        await sender.send_range("PATCH", "/close", path, 0, 10)
+        await sender.send_range("PATCH", "/echo", path, 0, 10)
+        await closed.send_range("PATCH", "/echo", path, 0, 10)
+        await closed.send_range("PATCH", "/echo", path, 0, 10)
+    finally:
+        sender.close()
+        closed.close()
+    assert len({seen.port for seen in state.seen}) == 4
+
+
+async def test_idle_connection_closed_by_the_server_is_replaced(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """A pooled connection the server closed meanwhile is dropped; the next request succeeds."""
+    srv, state = server
+    path, data = data_file
+    with closing(FileSender(_url(srv), {})) as sender:
+        await sender.send_range("PATCH", "/hangup", path, 0, 10)
+        assert state.finished.wait(WAIT)
+        answer = await sender.send_range("PATCH", "/echo", path, 0, len(data))
+    assert _json(answer)["sha256"] == _sha(data)
+    assert state.seen[0].port != state.seen[1].port
+
+
+async def test_reused_connection_dropped_before_answering_is_retried_once(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """A kept-alive connection closed on the request itself, no body sent: re-sent on a new one."""
+    srv, state = server
+    path, _ = data_file
+    with closing(FileSender(_url(srv), {})) as sender:
+        await sender.send_range("POST", "/drop-reused", path, 0, 0)
+        answer = await sender.send_range("POST", "/drop-reused", path, 0, 0)
+    assert answer.status == 200
+    assert len(state.seen) == 2
+    assert state.seen[0].port != state.seen[1].port
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"", "closed the connection without answering"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "in the middle of its answer"),
+        (b"SMTP ready\r\n", "BadStatusLine"),
+    ],
+)
+async def test_broken_answers_on_a_fresh_connection_are_transport_errors(
+    data_file: tuple[Path, bytes], answer: bytes, message: str
+) -> None:
+    """No answer, a cut answer or junk on a new connection: BulkTransportError, no second try."""
+    accepted: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.3)
+
+        def reply_and_hang_up() -> None:
+            with contextlib.suppress(TimeoutError):
+                for _ in range(2):
+                    conn, _ = listener.accept()
+                    with conn:
+                        accepted.append(conn.recv(65536))
+                        conn.sendall(answer)
+
+        thread = threading.Thread(target=reply_and_hang_up)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with (
+            closing(FileSender(url, {})) as sender,
+            pytest.raises(BulkTransportError, match=message),
+        ):
+            await sender.send_range("PATCH", "/x", data_file[0], 0, 0)
+        thread.join()
+    assert len(accepted) == 1
+    assert accepted[0].startswith(b"PATCH /x HTTP/1.1\r\n")
+
+
+async def test_a_stalled_server_times_out(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """A server that stops reading: BulkTransportError after ``timeout``, not a hang."""
+    srv, state = server
+    path = tmp_path / "big.bin"
+    with path.open("wb") as fh:
+        fh.truncate(64 * MiB)
+    sender = FileSender(_url(srv), {}, timeout=0.3)
+    with pytest.raises(BulkTransportError, match="timed out"):
+        await asyncio.wait_for(sender.send_range("PATCH", "/hold", path, 0, 64 * MiB), WAIT)
+    assert state.started.is_set()
+    assert sender._idle == []
+
+
+async def test_connection_refused_is_a_transport_error(data_file: tuple[Path, bytes]) -> None:
+    """Nothing listening: BulkTransportError naming the URL, not a bare OSError."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = FileSender(f"http://127.0.0.1:{port}", {})
+    with pytest.raises(BulkTransportError, match=rf"PATCH http://127.0.0.1:{port}/x: .*refused"):
+        await sender.send_range("PATCH", "/x", data_file[0], 0, 10)
+
+
+async def test_concurrent_sends_share_the_pool(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """Several sends at once all arrive whole; the idle pool keeps at most ``max_idle``."""
+    srv, state = server
+    path, data = data_file
+    with closing(FileSender(_url(srv), {}, max_idle=2)) as sender:
+        ranges = [(i * 100_000, 700_000 + i) for i in range(6)]
+        answers = await asyncio.gather(
+            *(sender.send_range("PATCH", "/echo", path, o, n) for o, n in ranges)
+        )
+        assert len(sender._idle) <= 2
+    assert [_json(a)["sha256"] for a in answers] == [_sha(data[o : o + n]) for o, n in ranges]
+    assert len(state.seen) == 6
+    assert sender._idle == []
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+async def test_error_status_is_returned_not_raised(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """A 409 with a JSON body comes back as a RawResponse; the connection stays usable."""
+    srv, state = server
+    path, _ = data_file
+    with closing(FileSender(_url(srv), {})) as sender:
+        answer = await sender.send_range("PATCH", "/error", path, 0, 100)
+        again = await sender.send_range("PATCH", "/echo", path, 0, 100)
+    assert answer.status == 409
+    assert _json(answer) == {"error": {"code": "offset_mismatch"}}
+    assert answer.header("upload-offset") == "7"
+    assert ("Upload-Offset", "7") in answer.headers
+    assert again.status == 200
+    assert state.seen[0].port == state.seen[1].port
+
+
+async def test_chunked_answer_is_parsed(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """A chunked answer body is joined; the connection is reused after it."""
+    srv, state = server
+    path, data = data_file
+    with closing(FileSender(_url(srv), {})) as sender:
+        answer = await sender.send_range("PATCH", "/chunked", path, 0, 4096)
+        await sender.send_range("PATCH", "/echo", path, 0, 1)
+    assert answer.status == 200
+    assert answer.header("transfer-encoding") == "chunked"
+    assert _json(answer)["sha256"] == _sha(data[:4096])
+    assert state.seen[0].port == state.seen[1].port
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_early_answer_beats_the_broken_send(
+    scheme: str, tmp_path: Path, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A server answering 413 before reading the body and closing: the 413 is returned."""
+    path = tmp_path / "big.bin"
+    with path.open("wb") as fh:
+        fh.truncate(64 * MiB)
+    with (
+        _serve(tls=tls_pair[0] if scheme == "https" else None) as (srv, _),
+        closing(FileSender(_url(srv, scheme), {}, ssl_context=tls_pair[1])) as sender,
+    ):
+        answer = await sender.send_range("PUT", "/early", path, 0, 64 * MiB)
+    assert answer.status == 413
+    assert _json(answer) == {"error": {"code": "too_large"}}
+    assert sender._idle == []
+
+
+# --- the file changing, cancellation ------------------------------------------------------
+
+
+async def test_file_already_too_short_sends_nothing(
+    server: tuple[_Server, _State], data_file: tuple[Path, bytes]
+) -> None:
+    """A range past the end: SizeMismatchError naming the file, before any request."""
+    srv, state = server
+    path, data = data_file
+    sender = FileSender(_url(srv), {})
+    with pytest.raises(SizeMismatchError, match=str(path)) as caught:
+        await sender.send_range("PATCH", "/echo", path, 10, len(data))
+    assert caught.value.detail["expected"] == len(data) + 10
+    assert state.seen == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_file_shrinking_mid_send_truncates_the_body(
+    scheme: str, tmp_path: Path, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """The file shrinks while it is sent: SizeMismatchError, and the server sees a short body."""
+    path = tmp_path / "shrinks.bin"
+    with path.open("wb") as fh:
+        fh.truncate(48 * MiB)
+    with _serve(tls=tls_pair[0] if scheme == "https" else None) as (srv, state):
+        sender = FileSender(_url(srv, scheme), {}, piece_size=MiB, ssl_context=tls_pair[1])
+        task = asyncio.create_task(sender.send_range("PATCH", "/hold", path, 0, 48 * MiB))
+        assert await asyncio.to_thread(state.started.wait, WAIT)
+        os.truncate(path, 0)
+        state.release.set()
+        with pytest.raises(SizeMismatchError, match=r"shrinks\.bin"):
+            await asyncio.wait_for(task, WAIT)
+        assert await asyncio.to_thread(state.finished.wait, WAIT)
+        sender.close()
+    (seen,) = state.seen
+    assert 0 < seen.received < seen.declared == 48 * MiB
+    assert sender._idle == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_cancellation_stops_the_worker_promptly(
+    scheme: str, tmp_path: Path, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """Cancelled mid-body: the send stops well before its 60 s timeout; the socket is dropped."""
+    path = tmp_path / "big.bin"
+    with path.open("wb") as fh:
+        fh.truncate(64 * MiB)
+    with _serve(tls=tls_pair[0] if scheme == "https" else None) as (srv, state):
+        sender = FileSender(_url(srv, scheme), {}, ssl_context=tls_pair[1])
+        threads = threading.active_count()
+        task = asyncio.create_task(sender.send_range("PATCH", "/hold", path, 0, 64 * MiB))
+        assert await asyncio.to_thread(state.started.wait, WAIT)
+        await asyncio.sleep(0.05)  # the worker is blocked on a full socket buffer
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), WAIT)
+        elapsed = time.monotonic() - started
+        state.release.set()
+        assert await asyncio.to_thread(state.finished.wait, WAIT)  # the server saw it end
+        sender.close()
+    assert elapsed < WAIT
+    assert sender._idle == []
+    assert threading.active_count() <= threads + 1  # the executor thread is idle, not stuck
+    (seen,) = state.seen
+    assert seen.received < seen.declared
+
+
+async def test_closed_sender_refuses_new_requests(data_file: tuple[Path, bytes]) -> None:
+    """After close(), send_range raises RuntimeError."""
+    sender = FileSender("http://127.0.0.1:9", {})
+    sender.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await sender.send_range("PATCH", "/x", data_file[0], 0, 1)
+
+
+# --- TLS and IPv6 -------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, and its key (PEM files)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    try:
+        import datetime as dt  # noqa: PLC0415 - only when cryptography is present
+
+        from cryptography import x509  # noqa: PLC0415
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither cryptography nor openssl is available to make a certificate")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return cert, key
+    import ipaddress  # noqa: PLC0415
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate and a client context trusting it."""
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    return server_side, ssl.create_default_context(cafile=str(cert))
+
+
+async def test_https_sends_the_range_and_reuses_the_connection(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], data_file: tuple[Path, bytes]
+) -> None:
+    """Over TLS the range arrives whole (read-and-send path) and the connection is kept."""
+    path, data = data_file
+    with _serve(tls=tls_pair[0]) as (srv, state):
+        calls: list[int] = []
+        with closing(
+            FileSender(_url(srv, "https"), {}, ssl_context=tls_pair[1], piece_size=MiB)
+        ) as sender:
+            first = await sender.send_range(
+                "PATCH", "/echo", path, 3, len(data) - 3, on_progress=calls.append
+            )
+            second = await sender.send_range("PATCH", "/chunked", path, 0, 0)
+    assert _json(first)["sha256"] == _sha(data[3:])
+    assert _json(second)["sha256"] == _sha(b"")
+    assert sum(calls) == len(data) - 3
+    assert len(calls) == 4
+    assert state.seen[0].port == state.seen[1].port
+
+
+async def test_https_with_an_untrusted_certificate_fails_clearly(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], data_file: tuple[Path, bytes]
+) -> None:
+    """The default context does not trust a self-signed certificate: BulkTransportError."""
+    with _serve(tls=tls_pair[0]) as (srv, state):
+        sender = FileSender(_url(srv, "https"), {})
+        with pytest.raises(BulkTransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            await sender.send_range("PATCH", "/echo", data_file[0], 0, 10)
+    assert state.seen == []
+
+
+async def test_ipv6_literal_base_url(data_file: tuple[Path, bytes]) -> None:
+    """``http://[::1]:port/prefix`` connects over IPv6 and sends a bracketed Host."""
+    try:
+        serving = _serve("::1")
+        srv, state = serving.__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        sender = FileSender(_url(srv) + "/p", {})
+        answer = await sender.send_range("PATCH", "/echo", data_file[0], 0, 100)
+        sender.close()
+    finally:
+        serving.__exit__(None, None, None)
+    assert _json(answer)["path"] == "/p/echo"
+    assert state.seen[0].headers["Host"] == f"[::1]:{srv.server_address[1]}"
