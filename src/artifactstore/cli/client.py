@@ -25,9 +25,11 @@ import os
 import random
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import rich.console
@@ -36,6 +38,7 @@ import typer
 
 import artifactstore
 from artifactstore import errors
+from artifactstore.cli.bulk import BulkTransportError, FileSender
 from artifactstore.config import (
     DEFAULT_SERVER_URL,
     ENV_DATA_DIR,
@@ -239,14 +242,27 @@ class ApiClient:
         self.retry_seconds = retry_seconds
         self.on_retry = on_retry
         self._contacted = False
+        ssl_context = httpx.create_ssl_context()  # one trust store for both transports
         self._http = httpx.AsyncClient(
             base_url=endpoint.url,
             headers=headers,
             timeout=TIMEOUT,
+            verify=ssl_context,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
+        # File bodies go around httpx with sendfile(2), unless a proxy must carry them.
+        self._files: FileSender | None = None
+        if not _proxied(endpoint.url):
+            self._files = FileSender(
+                endpoint.url,
+                headers,
+                timeout=TIMEOUT.read or 60.0,
+                connect_timeout=TIMEOUT.connect or 10.0,
+                max_idle=max_connections,
+                ssl_context=ssl_context,
+            )
 
     async def __aenter__(self) -> Self:
         return self
@@ -255,7 +271,9 @@ class ApiClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        if self._files is not None:
+            self._files.close()
         await self._http.aclose()
 
     def _unreachable(self, exc: httpx.TransportError) -> ServerUnreachableError:
@@ -274,6 +292,52 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         self._contacted = True
+        if response.is_success:
+            return response
+        raise error_from_response(response)
+
+    async def send_file(
+        self,
+        method: str,
+        path: str,
+        file: Path,
+        offset: int,
+        length: int,
+        *,
+        headers: Mapping[str, str],
+        on_progress: Callable[[int], None],
+    ) -> httpx.Response:
+        """Send ``length`` bytes of ``file`` from ``offset`` as the body; errors as ``request``.
+
+        Zero-copy (``cli.bulk.FileSender``) where the connection is direct;
+        through httpx, read in blocks, when a proxy is configured.
+        ``on_progress(n)`` reports bytes handed to the connection.
+
+        Raises:
+            SizeMismatchError: the file is shorter than the range.
+        """
+        if self._files is None:
+            return await self.request(
+                method,
+                path,
+                content=_file_blocks(file, offset, length, on_progress),
+                headers=headers,
+            )
+        try:
+            raw = await self._files.send_range(
+                method, path, file, offset, length, headers=headers, on_progress=on_progress
+            )
+        except BulkTransportError as exc:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint.url}: {exc}"
+            ) from exc
+        self._contacted = True
+        response = httpx.Response(
+            raw.status,
+            headers=raw.headers,
+            content=raw.body,
+            request=httpx.Request(method, self._http.base_url.join(path)),
+        )
         if response.is_success:
             return response
         raise error_from_response(response)
@@ -359,6 +423,34 @@ TokenOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _proxied(url: str) -> bool:
+    """Whether httpx would send requests to ``url`` through a proxy (environment)."""
+    proxies = urllib.request.getproxies()
+    parts = urlsplit(url)
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+async def _file_blocks(
+    file: Path, offset: int, length: int, on_progress: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``file`` from ``offset`` in 4 MiB blocks read on worker threads."""
+    fh = await asyncio.to_thread(file.open, "rb")
+    try:
+        remaining = length
+        while remaining:
+            block = await asyncio.to_thread(os.pread, fh.fileno(), min(4 << 20, remaining), offset)
+            if not block:
+                raise errors.SizeMismatchError(f"{file} is shorter than {offset + remaining} bytes")
+            offset += len(block)
+            remaining -= len(block)
+            on_progress(len(block))
+            yield block
+    finally:
+        await asyncio.to_thread(fh.close)
 
 
 def format_size(size: int) -> str:

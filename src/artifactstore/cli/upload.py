@@ -79,7 +79,7 @@ from artifactstore.manifest import (
 from artifactstore.names import validate_file_path, validate_package_name, validate_version
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -92,7 +92,6 @@ __all__ = [
     "upload_command",
 ]
 
-READ_BLOCK = 4 * 1024 * 1024
 HASH_BUFFER = 16 * 1024 * 1024  # per blake3 call: enough to spread over every core
 DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024  # fewer requests; a broken PATCH still keeps what arrived
 DEFAULT_CONCURRENCY = 4
@@ -478,28 +477,6 @@ class _Uploader:
         response = await self.api.request("HEAD", f"/v1/uploads/{session}")
         return int(response.headers.get("upload-offset", "0"))
 
-    async def _body(
-        self, item: SourceFile, offset: int, length: int, sent: list[int]
-    ) -> AsyncIterator[bytes]:
-        """``length`` bytes of the file from ``offset``, read in blocks as they are sent.
-
-        ``sent[0]`` counts the bytes handed to the connection so far.
-        """
-        fh = await asyncio.to_thread(item.source.open, "rb")
-        try:
-            await asyncio.to_thread(fh.seek, offset)
-            remaining = length
-            while remaining:
-                block = await asyncio.to_thread(fh.read, min(READ_BLOCK, remaining))
-                if not block:
-                    raise errors.SizeMismatchError(f"{item.source} shrank after it was hashed")
-                remaining -= len(block)
-                sent[0] += len(block)
-                self.progress.advance(self.bar, len(block))
-                yield block
-        finally:
-            await asyncio.to_thread(fh.close)
-
     def _check_unchanged(self, item: SourceFile) -> None:
         st = _stat(item.source)
         if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
@@ -523,16 +500,23 @@ class _Uploader:
                 return start
             self._check_unchanged(item)
             sent = [0]
+
+            def progressed(n: int) -> None:
+                sent[0] += n
+                self.progress.advance(self.bar, n)
+
             try:
-                response = await self.api.request(
+                response = await self.api.send_file(
                     "PATCH",
                     f"/v1/uploads/{session}",
-                    content=self._body(item, start, length, sent),
+                    item.source,
+                    start,
+                    length,
                     headers={
                         "Upload-Offset": str(start),
                         "Content-Type": "application/offset+octet-stream",
-                        "Content-Length": str(length),
                     },
+                    on_progress=progressed,
                 )
             except BaseException:
                 # What the server did not acknowledge is sent again later.
