@@ -26,7 +26,7 @@ from artifactstore.db.tables import blob_blocks, blob_objects
 from artifactstore.digests import Digest
 from artifactstore.errors import BackendUnavailableError, SizeMismatchError
 from artifactstore.storage.factory import open_backend
-from artifactstore.storage.postgres import PostgresBackend, open_postgres
+from artifactstore.storage.postgres import POOL_SIZE, PostgresBackend, open_postgres
 from artifactstore.storage.spi import SliceByteRange, digest_from_key, object_key
 
 if TYPE_CHECKING:
@@ -174,6 +174,26 @@ class TestPostgresBackend(BackendConformance):
             ).one()
         assert [tuple(s) for s in sizes] == [(0, pg.block_size), (1, pg.block_size), (2, 10)]
         assert (row.size, row.block_size) == (len(data), pg.block_size)
+
+    async def test_failed_copies_leave_the_pool_usable(self, backend: StorageBackend) -> None:
+        """Sources that fail mid-COPY, more often than the pool has connections, store nothing."""
+        pg = _pg(backend)
+        data = blob(3 * pg.block_size + 7, seed=35)
+        digest = sha(data)
+
+        class SourceFailedError(Exception):
+            pass
+
+        async def failing() -> AsyncIterator[bytes]:
+            yield data[: 2 * pg.block_size]
+            raise SourceFailedError
+
+        for _ in range(2 * POOL_SIZE + 1):
+            with pytest.raises(SourceFailedError):
+                await backend.put_stream(digest, failing(), len(data))
+            assert await backend.head(digest) is None
+        await backend.put_stream(digest, stream_of(data), len(data))
+        assert await self.read(await backend.get(digest)) == data
 
     async def test_corrupted_block_is_served_as_stored(self, backend: StorageBackend) -> None:
         """A byte flipped in a block by SQL comes back flipped (verify's job to notice)."""
