@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import json
 import os
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from tests.e2e.serverproc import Server, cli, free_port
@@ -211,3 +215,62 @@ def test_unreachable_server_exits_3(tmp_path: Path) -> None:
         result = cli(*args, env=env)
         assert result.returncode == 3, (args, result.stderr)
         assert _error_lines(result.stderr)[0].startswith("error: cannot reach the server")
+
+
+class _ForwardingProxy(http.server.BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy (absolute-form targets, Content-Length bodies) that counts."""
+
+    seen: ClassVar[list[str]] = []
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+        upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
+        path = target.path + (f"?{target.query}" if target.query else "")
+        upstream.request(self.command, path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.seen.append(f"{self.command} {target.path}")
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815 - http.server names
+
+    def log_message(self, *_args: object) -> None:
+        """Quiet."""
+
+
+def test_upload_through_an_http_proxy(server: Server, tmp_path: Path) -> None:
+    """With HTTP_PROXY set, every request (file bodies too) goes through the proxy."""
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingProxy)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    _ForwardingProxy.seen.clear()
+    try:
+        src = tmp_path / "payload.bin"
+        src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+        env = {
+            **server.client_env(),
+            "HTTP_PROXY": f"http://127.0.0.1:{proxy.server_address[1]}",
+            "NO_PROXY": "",
+            "no_proxy": "",
+        }
+        up = cli("upload", "proxied", "1", str(src), "--chunk-size", "1MiB", env=env)
+        assert up.returncode == 0, up.stderr
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    patches = [line for line in _ForwardingProxy.seen if line.startswith("PATCH ")]
+    assert len(patches) == 4  # 3 MiB + 5 bytes in 1 MiB PATCHes, all via the proxy
+    out = tmp_path / "out"
+    down = cli("download", "proxied", "1", "--output", str(out), env=server.client_env())
+    assert down.returncode == 0, down.stderr
+    assert (out / "payload.bin").read_bytes() == src.read_bytes()

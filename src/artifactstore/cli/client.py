@@ -327,7 +327,7 @@ class ApiClient:
                 method,
                 path,
                 content=_file_blocks(file, offset, length, on_progress),
-                headers=headers,
+                headers={**headers, "Content-Length": str(length)},  # not chunked: proxies
             )
         try:
             raw = await self._files.send_range(
