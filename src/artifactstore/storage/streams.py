@@ -69,19 +69,40 @@ async def exact_size(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[b
 async def rechunk(chunks: AsyncIterable[bytes], part_size: int) -> AsyncIterator[bytes]:
     """Regroup a stream into parts of exactly ``part_size`` bytes (the last may be shorter).
 
-    Holds at most one part plus one incoming chunk in memory. An empty
-    stream yields nothing.
+    Each byte is copied at most once, and a chunk that is exactly one part
+    passes through uncopied: this runs on the event loop, where every copy
+    of a part delays all other requests. Less than one part is held back
+    between chunks, as slices of the chunks it came from (a held tail keeps
+    its chunk alive until the next part is cut). Empty chunks are dropped;
+    an empty stream yields nothing.
     """
     if part_size <= 0:
         raise ValueError("part_size must be positive")
-    buf = bytearray()
+    pending: list[bytes | memoryview] = []  # the start of the next part, < part_size bytes
+    held = 0
     async for chunk in chunks:
-        buf += chunk
-        while len(buf) >= part_size:
-            yield bytes(buf[:part_size])
-            del buf[:part_size]
-    if buf:
-        yield bytes(buf)
+        size = len(chunk)
+        if not size:
+            continue
+        if held + size < part_size:
+            pending.append(chunk)
+            held += size
+            continue
+        view = memoryview(chunk)
+        start = 0
+        if pending:
+            start = part_size - held
+            pending.append(view[:start])
+            yield b"".join(pending)
+            pending.clear()
+        while size - start >= part_size:
+            yield chunk if size == part_size else view[start : start + part_size].tobytes()
+            start += part_size
+        held = size - start
+        if held:
+            pending.append(view[start:])
+    if pending:
+        yield b"".join(pending)
 
 
 async def coalesce(chunks: AsyncIterable[bytes], min_size: int) -> AsyncIterator[bytes]:
