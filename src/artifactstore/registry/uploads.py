@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from artifactstore.db.tables import upload_sessions
-from artifactstore.digests import BlobDigests, Digest, DualHasher
+from artifactstore.digests import Algorithm, BlobDigests, Digest, DualHasher
 from artifactstore.errors import (
     ConflictError,
     IntegrityError,
@@ -257,22 +257,12 @@ class Uploads:
         with self._locked(session_id) as staged:
             hasher = await self._hasher_at(session_id, staged.size)
             digests: BlobDigests = hasher.result()
-        if row.expected_sha256 is not None:
-            declared_sha = Digest("sha256", bytes(row.expected_sha256))
-            if sha256 is not None and not sha256.matches(declared_sha):
-                await self.abort(session_id)
-                raise InvalidInputError(
-                    "sha256 at finalize differs from the one the session began with"
-                )
-            sha256 = declared_sha
-        if row.expected_blake3 is not None:
-            declared = Digest("blake3", bytes(row.expected_blake3))
-            if blake3 is not None and not blake3.matches(declared):
-                await self.abort(session_id)
-                raise InvalidInputError(
-                    "blake3 at finalize differs from the one the session began with"
-                )
-            blake3 = declared
+        try:
+            sha256 = _agreed(sha256, row.expected_sha256, "sha256")
+            blake3 = _agreed(blake3, row.expected_blake3, "blake3")
+        except InvalidInputError:
+            await self.abort(session_id)
+            raise
         expected = Expected(sha256=sha256, blake3=blake3, size=row.declared_size)
         targets = self.registry.store.targets(
             producer=row.producer, retention_class=row.retention_class
@@ -383,6 +373,22 @@ class Uploads:
         await asyncio.to_thread(_rehash, hasher, self.path(session_id), offset)
         self._hashers[session_id] = hasher
         return hasher
+
+
+def _agreed(given: Digest | None, declared: bytes | None, algorithm: Algorithm) -> Digest | None:
+    """The digest to check: the one declared at create, which ``given`` must repeat.
+
+    Raises:
+        InvalidInputError: ``given`` differs from the declared one.
+    """
+    if declared is None:
+        return given
+    digest = Digest(algorithm, bytes(declared))
+    if given is not None and not given.matches(digest):
+        raise InvalidInputError(
+            f"{algorithm} at finalize differs from the one the session began with"
+        )
+    return digest
 
 
 def _rehash(hasher: DualHasher, path: Path, length: int) -> None:
