@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -142,3 +143,38 @@ def test_a_taken_port_is_one_clear_error(server: Server) -> None:
     assert run.stderr.strip().splitlines()[-1].startswith("error: cannot listen on 127.0.0.1:")
     assert "Traceback" not in run.stderr
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+@pytest.mark.slow
+def test_killed_upload_command_resumes_when_run_again(server: Server, tmp_path: Path) -> None:
+    """Kill -9 the CLI mid-upload: running it again sends only the rest of the file."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as fh:
+        for _ in range(48):
+            fh.write(os.urandom(4 * 1024 * 1024))
+    size = big.stat().st_size
+    command = ["upload", "big", "2.0", str(big), "--chunk-size", "2MiB", "--json"]
+    upload = subprocess.Popen(
+        [sys.executable, "-m", "artifactstore.cli", *command],
+        env=server.client_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    patched = re.compile(r'"method":"PATCH".*"status":204')
+    deadline = time.monotonic() + 120
+    try:
+        while not patched.search(server.log_path.read_text(errors="replace")):
+            assert upload.poll() is None, "upload finished before the kill could happen"
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.01)
+    finally:
+        upload.kill()
+        upload.wait()
+    again = cli(*command, env=server.client_env())
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert 0 < summary["bytes_uploaded"] < size  # the acknowledged prefix was not sent again
+    out = tmp_path / "out"
+    down = cli("download", "big", "2.0", "--output", str(out), env=server.client_env())
+    assert down.returncode == 0, down.stderr
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
