@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-__all__ = ["ALIGN", "DirectReader", "StagedFile"]
+__all__ = ["ALIGN", "DirectReader", "StagedFile", "fsync_dir"]
 
 ALIGN = 4096
 BUFFER_BYTES = 4 * 1024 * 1024
@@ -274,3 +274,12 @@ class DirectReader:
             self.fd = -1
             self._view.release()
             _give_back(self._buf)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable (after a create, rename or unlink)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

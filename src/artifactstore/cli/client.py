@@ -47,6 +47,7 @@ from artifactstore.config import (
     default_data_dir,
     is_loopback,
 )
+from artifactstore.storage.streams import read_file_range
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -443,16 +444,10 @@ def _proxied(url: str) -> bool:
 async def _file_blocks(
     file: Path, offset: int, length: int, on_progress: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``file`` from ``offset`` in 4 MiB blocks read on worker threads."""
+    """``length`` bytes of ``file`` from ``offset`` in 4 MiB blocks, reporting each."""
     fh = await asyncio.to_thread(file.open, "rb")
     try:
-        remaining = length
-        while remaining:
-            block = await asyncio.to_thread(os.pread, fh.fileno(), min(4 << 20, remaining), offset)
-            if not block:
-                raise errors.SizeMismatchError(f"{file} is shorter than {offset + remaining} bytes")
-            offset += len(block)
-            remaining -= len(block)
+        async for block in read_file_range(fh, offset, offset + length, 4 << 20):
             on_progress(len(block))
             yield block
     finally:

@@ -49,7 +49,7 @@ from artifactstore.cli.client import (
 from artifactstore.digests import DualHasher
 from artifactstore.manifest import Manifest, ManifestFile, decode_manifest
 from artifactstore.names import validate_file_path, validate_package_name, validate_version
-from artifactstore.staged_file import StagedFile
+from artifactstore.staged_file import StagedFile, fsync_dir
 from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:
@@ -108,14 +108,6 @@ def target_path(root: Path, path: str) -> Path:
     if not target.parent.resolve().is_relative_to(root):
         raise _refuse(path, f"it would be written outside {root}")
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check(file: ManifestFile, hasher: DualHasher) -> None:
@@ -183,7 +175,7 @@ class _Sink:
         self.out.sync()
         self.out.close()
         self.tmp.replace(self.target)
-        _fsync_dir(self.target.parent)
+        fsync_dir(self.target.parent)
 
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent)."""
@@ -256,9 +248,11 @@ class _Downloader:
             else response.aiter_raw()
         )
         writing: asyncio.Future[None] | None = None
+        received = sink.written  # sink.written lags by the block being written
         try:
             async for block in coalesce(body, WRITE_BLOCK):
-                if sink.written + len(block) > file.size:
+                received += len(block)
+                if received > file.size:
                     raise errors.SizeMismatchError(
                         f"{file.path}: the server sent more than the {file.size} bytes the"
                         " manifest names; the file was not written",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from artifactstore.errors import BackendUnavailableError, BlobNotFoundError, SizeMismatchError
 from artifactstore.resources import AsyncCloseable
-from artifactstore.staged_file import DirectReader, StagedFile
+from artifactstore.staged_file import DirectReader, StagedFile, fsync_dir
 from artifactstore.storage.spi import (
     DEFAULT_READ_CHUNK,
     BackendHealth,
@@ -119,14 +119,6 @@ def _cached(f: BinaryIO, offset: int) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs_durable(directory: Path, root: Path) -> None:
     """Create ``directory`` (under ``root``) and fsync each parent whose entries changed."""
     missing: list[Path] = []
@@ -137,7 +129,7 @@ def _makedirs_durable(directory: Path, root: Path) -> None:
     for new in reversed(missing):
         with contextlib.suppress(FileExistsError):
             new.mkdir()
-        _fsync_dir(new.parent)
+        fsync_dir(new.parent)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -207,7 +199,7 @@ class LocalBackend(AsyncCloseable):
     def _commit(self, tmp: Path, target: Path) -> None:
         """Rename a complete, fsynced temp file into place and make the rename durable."""
         tmp.replace(target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     async def put_stream(
         self, sha256: Digest, chunks: AsyncIterable[bytes], size: int
@@ -352,7 +344,7 @@ class LocalBackend(AsyncCloseable):
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     async def delete(self, sha256: Digest) -> bool:
