@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from artifactstore.db.embedded import (
     DATABASE_NAME,
+    INGEST_SETTINGS,
     EmbeddedPostgres,
     find_postgres_bindir,
     start_throwaway_cluster,
@@ -111,6 +112,23 @@ async def test_dsn_works_with_plain_asyncpg(tmp_data_dir: Path) -> None:
         try:
             assert await conn.fetchval("SHOW listen_addresses") == ""
             assert await conn.fetchval("SELECT current_database()") == DATABASE_NAME
+        finally:
+            await conn.close()
+
+
+async def test_the_cluster_runs_with_ingest_settings_and_full_durability(
+    tmp_data_dir: Path,
+) -> None:
+    """INGEST_SETTINGS are in force; fsync, synchronous_commit and full_page_writes stay on."""
+    asyncpg = importlib.import_module("asyncpg")
+    with EmbeddedPostgres(tmp_data_dir) as pg:
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            for name, value in INGEST_SETTINGS.items():
+                shown = await conn.fetchval(f"SHOW {name}")
+                assert shown == value, name
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                assert await conn.fetchval(f"SHOW {name}") == "on", name
         finally:
             await conn.close()
 

@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATABASE_NAME",
     "DEFAULT_START_TIMEOUT",
-    "DURABLE_SETTINGS",
+    "INGEST_SETTINGS",
     "SUPERUSER",
     "THROWAWAY_SETTINGS",
     "EmbeddedPostgres",
@@ -98,7 +98,7 @@ DEFAULT_START_TIMEOUT = 60.0
 #   allocated; recycled segments are reused as before.
 # - bgwriter_delay 10ms, bgwriter_lru_maxpages 1000: the background writer
 #   (up to ~800 MB/s instead of 4 MB/s) writes dirty pages, not the backend.
-DURABLE_SETTINGS: Mapping[str, str] = MappingProxyType(
+INGEST_SETTINGS: Mapping[str, str] = MappingProxyType(
     {
         "wal_buffers": "64MB",
         "wal_writer_delay": "10ms",
@@ -150,7 +150,7 @@ class EmbeddedPostgres:
     the last user (unless ``keep_running``). Both are idempotent. Use it as a
     context manager (sync or async) to pair them. ``settings`` are the server
     options (``-c``) used when this object starts the server; they default to
-    ``DURABLE_SETTINGS``.
+    ``INGEST_SETTINGS``.
     """
 
     def __init__(
@@ -168,7 +168,7 @@ class EmbeddedPostgres:
         self.log_file = self.root / "postgres.log"
         self.keep_running = keep_running
         self._bindir = bindir
-        self._settings: Mapping[str, str] = dict(DURABLE_SETTINGS if settings is None else settings)
+        self._settings: Mapping[str, str] = dict(INGEST_SETTINGS if settings is None else settings)
         self._timeout = timeout
         self._mutex = threading.Lock()
         self._users_fd: int | None = None
