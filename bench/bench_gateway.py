@@ -27,8 +27,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,10 +38,18 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from _common import GIB, agenerated_chunks, mb
+from _common import (
+    GIB,
+    agenerated_chunks,
+    free_port,
+    mb,
+    server_env,
+    start_server,
+    stop_process,
+    wait_http,
+)
 from artifactstore.config import DatabaseSettings, Settings
 from artifactstore.db.embedded import start_throwaway_cluster
-from artifactstore.digests import hash_bytes
 from artifactstore.gateway.sigv4 import presign_query
 from artifactstore.manifest import ManifestFile, build_manifest
 from artifactstore.registry import Registry
@@ -54,24 +60,6 @@ ACCESS_KEY = "bench"
 SECRET_KEY = "bench-secret-0123456789"  # noqa: S105 - a throwaway benchmark credential
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
 async def generate(
     settings: Settings, big_bytes: int, versions: int, files_per_version: int
 ) -> dict[str, str]:
@@ -80,9 +68,10 @@ async def generate(
     async with await Registry.open(settings, migrate=True) as registry:
         started = time.perf_counter()
         blob = await registry.ingest(agenerated_chunks(big_bytes))
-        d = blob
         await registry.publish(
-            build_manifest("big", "1", [ManifestFile("blob.bin", d.size, d.sha256, d.blake3)])
+            build_manifest(
+                "big", "1", [ManifestFile("blob.bin", blob.size, blob.sha256, blob.blake3)]
+            )
         )
         local = registry.store.backend("local")
         facts["big_path"] = str(local.path_for(blob.sha256))  # type: ignore[attr-defined]
@@ -91,9 +80,7 @@ async def generate(
             f"  {big_bytes / GIB:g} GiB object ingested in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        small = os.urandom(SMALL)
-        sd = hash_bytes(small)
-        await registry.ingest_bytes(small)
+        sd = await registry.ingest_bytes(os.urandom(SMALL))
         entries = [ManifestFile(f"f/{i:05d}.bin", sd.size, sd.sha256, sd.blake3) for i in range(64)]
         await registry.publish(build_manifest("small", "1", entries))
         started = time.perf_counter()
@@ -167,7 +154,7 @@ http {{
         encoding="ascii",
     )
     proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)])
-    wait_http(f"http://127.0.0.1:{port}/", 30)
+    wait_http(f"http://127.0.0.1:{port}/", proc, timeout=30, any_status=True)
     return proc
 
 
@@ -265,30 +252,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             f'access_key_id = "{ACCESS_KEY}"\nsecret_access_key_ref = "file:{secret}"\n',
             encoding="utf-8",
         )
-        api_port, s3_port, nginx_port = free_port(), free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
-        env["ARTIFACTSTORE_DATABASE_URL"] = url
-        server = subprocess.Popen(
-            [
-                "artifactstore",
-                "serve",
-                "--port",
-                str(api_port),
-                "--s3-port",
-                str(s3_port),
-                "--data-dir",
-                str(data_dir),
-                "--config",
-                str(config),
-            ],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        api = f"http://127.0.0.1:{api_port}"
-        gw = f"http://127.0.0.1:{s3_port}"
-        wait_http(f"{api}/healthz")
-        wait_http(f"{gw}/")
+        env = {**server_env(), "ARTIFACTSTORE_DATABASE_URL": url}
+        server, api, gw = start_server(data_dir, env, config=config)
+        wait_http(f"{api}/healthz", server, timeout=120)
+        wait_http(f"{gw}/", server, timeout=120, any_status=True)
         big_path = Path(facts["big_path"])
+        nginx_port = free_port()
         nginx = start_nginx(big_path.parent, nginx_port, work / "nginx")
 
         print("large GETs ...", flush=True)
@@ -328,13 +297,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             ]
         report(rates, anon_rate, signed_rate, latency, args)
     finally:
-        for proc in (server, nginx):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_process(server)
+        stop_process(nginx)
         stop_pg()
         shutil.rmtree(work, ignore_errors=True)
 

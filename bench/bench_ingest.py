@@ -14,31 +14,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import GIB, agenerated_chunks, mb, peak_rss_bytes, rss_bytes, sha256_rate
+from _common import GIB, MIB, agenerated_chunks, mb, peak_rss_bytes, rss_bytes, sha256_rate
 from artifactstore.config import Settings
 from artifactstore.registry import Registry
 
 
 async def main(total: int) -> None:
     with tempfile.TemporaryDirectory(prefix="as-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp))
-        registry = await Registry.open(settings)
-        try:
-            warm = await registry.ingest(agenerated_chunks(8 * 1024 * 1024, seed=99))
-            del warm
+        async with await Registry.open(Settings(data_dir=Path(tmp))) as registry:
+            await registry.ingest(agenerated_chunks(8 * MIB, seed=99))  # warm-up
             base = rss_bytes()
             start = time.perf_counter()
             blob = await registry.ingest(agenerated_chunks(total, seed=1))
             elapsed = time.perf_counter() - start
             growth = peak_rss_bytes() - base
-        finally:
-            await registry.aclose()
     sha = sha256_rate(total)
     rate = total / elapsed
     print(f"ingest of {total / GIB:.1f} GiB into local: {elapsed:.2f} s, {mb(rate)}")
     print(f"sha256 alone, same data, this run:   {mb(sha)}")
     print(f"ratio ingest/sha256:                 {rate / sha:.2f}x (target >= 0.70x)")
-    print(f"peak RSS growth during ingest:       {growth / 2**20:.1f} MiB (target <= 64 MiB)")
+    print(f"peak RSS growth during ingest:       {growth / MIB:.1f} MiB (target <= 64 MiB)")
     print(f"blob: {blob.sha256} size {blob.size}")
 
 

@@ -10,6 +10,9 @@ a temporary data dir under /tmp, zero configuration):
 2. ``python -m artifactstore.cli upload big 1.0 <file>`` and ``download big
    1.0 --output <dir>``, wall clock of the subprocess (interpreter start-up
    included); the downloaded bytes are compared with the source by sha256.
+   The CLI hashes with blake3 only and learns sha256 from the server, which
+   computes it over every byte received; its PATCHes are 256 MiB by default
+   (``cli/upload.py``).
    The installed modules are compiled to bytecode first, as any installed
    Python program's are after its first run (where ``PYTHONDONTWRITEBYTECODE``
    is set, as on this machine, every start would otherwise compile ~300
@@ -30,8 +33,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,32 +46,12 @@ from pathlib import Path
 import blake3
 import httpx
 
-from _common import GIB, MIB, mb
+from _common import GIB, MIB, mb, server_env, start_server, stop_process, wait_http
 
 SMALL = 4096
 WORKERS = 8
 WARMUP_PUBLISHES = 16
 RSS_TARGET = 200 * MIB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def proc_status_kib(pid: int) -> dict[str, int]:
@@ -279,6 +260,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def load_average() -> str:
+    """The three load averages, printed at both ends of the run."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def mib(n: int) -> str:
+    """Bytes as whole MiB, the unit of the RSS rows."""
+    return f"{n / MIB:.0f} MiB"
+
+
 def main() -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gib", type=float, default=1.0, help="size of the big file in GiB")
@@ -286,44 +277,18 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     args = parser.parse_args()
     total = int(args.gib * GIB)
 
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average at start: {load_average()}", flush=True)
     compile_installed()
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir="/tmp"))
     data_dir = work / "data"
-    api_port, s3_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
-    cli_env = {
-        **env,
-        "ARTIFACTSTORE_DATA_DIR": str(data_dir),
-        "ARTIFACTSTORE_SERVER": api,
-        "XDG_CACHE_HOME": str(work / "cache"),
-    }
+    env = server_env()
     log = (work / "server.log").open("wb")
     server: subprocess.Popen[bytes] | None = None
     sampler: RssSampler | None = None
     try:
         print("starting the server ...", flush=True)
         started = time.perf_counter()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "artifactstore.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-                "--s3-port",
-                str(s3_port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
+        server, api, _ = start_server(data_dir, env, log=log)
         sampler = RssSampler(server.pid)
         sampler.start()
         wait_http(f"{api}/healthz", server)
@@ -331,6 +296,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         sampler.phase = "idle"
         time.sleep(1.0)
         token = (data_dir / "admin-token").read_text(encoding="ascii").strip()
+        cli_env = {
+            **env,
+            "ARTIFACTSTORE_DATA_DIR": str(data_dir),
+            "ARTIFACTSTORE_SERVER": api,
+            "XDG_CACHE_HOME": str(work / "cache"),
+        }
 
         print(f"generating {total / GIB:g} GiB of random data ...", flush=True)
         big = work / "big.bin"
@@ -360,23 +331,16 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         small_s, latencies = asyncio.run(publish_many(api, token, "small", files, WORKERS))
         sampler.phase = "end"
         sampler.sample()
-        hwm = sampler.hwm
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop_process(server, timeout=60)
         if sampler is not None:
             sampler.stop()
         log.close()
         shutil.rmtree(work, ignore_errors=True)
 
     up_rate, down_rate = total / up_s, total / down_s
-    baseline = sampler.median("idle")
-    peak = sampler.peak()
+    peak, hwm = sampler.peak(), sampler.hwm
+    target = f"target <= {mib(RSS_TARGET)}"
     rows = [
         ("server start-up to /healthz", f"{startup:.1f} s", ""),
         ("CLI start-up (--help)", f"{cli_start:.2f} s", "included in the CLI timings"),
@@ -397,19 +361,19 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             ),
         ),
         ("downloaded bytes == source", "yes" if same else "NO", f"sha256 {source_sha[:16]}..."),
-        ("server RSS baseline (idle)", f"{baseline / MIB:.0f} MiB", "median over 1 s"),
-        ("server RSS peak, upload", f"{sampler.peak('upload') / MIB:.0f} MiB", ""),
-        ("server RSS peak, download", f"{sampler.peak('download') / MIB:.0f} MiB", ""),
-        ("server RSS peak, small", f"{sampler.peak('small') / MIB:.0f} MiB", ""),
+        ("server RSS baseline (idle)", mib(sampler.median("idle")), "median over 1 s"),
+        ("server RSS peak, upload", mib(sampler.peak("upload")), ""),
+        ("server RSS peak, download", mib(sampler.peak("download")), ""),
+        ("server RSS peak, small", mib(sampler.peak("small")), ""),
         (
             "server RSS peak (50 ms samples)",
-            f"{peak / MIB:.0f} MiB",
-            f"target <= {RSS_TARGET / MIB:.0f} MiB: {'met' if peak <= RSS_TARGET else 'MISSED'}",
+            mib(peak),
+            f"{target}: {'met' if peak <= RSS_TARGET else 'MISSED'}",
         ),
         (
             "server VmHWM (kernel peak)",
-            f"{hwm / MIB:.0f} MiB",
-            f"target <= {RSS_TARGET / MIB:.0f} MiB: {'met' if hwm <= RSS_TARGET else 'MISSED'}",
+            mib(hwm),
+            f"{target}: {'met' if hwm <= RSS_TARGET else 'MISSED'}",
         ),
         (
             f"small publishes ({WORKERS} clients)",
@@ -426,7 +390,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     print(f"Transfer benchmark: {total / GIB:g} GiB file, {len(sampler.samples):,} RSS samples")
     for name, value, note in rows:
         print(f"  {name:<32} {value:>12}   {note}")
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

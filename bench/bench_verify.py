@@ -35,7 +35,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import GIB, MIB, sha256_rate
+from _common import GIB, MIB, free_port, sha256_rate, stop_process
 from artifactstore.config import (
     DatabaseSettings,
     LocalBackendSettings,
@@ -109,13 +108,6 @@ class Row:
     download_s: float = 0.0
     verify_s: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def free_port() -> int:
-    """An unused TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -207,6 +199,7 @@ def raw_put_seconds(
     """
     concurrency = DEFAULT_PART_CONCURRENCY
     client = target.client(pool=2 * concurrency)
+    chunk_bytes = target.settings().multipart_chunk_bytes
     single = multi = 0.0
     for seed, size, _ in blobs:
         body = b"".join(chunks(size, seed))
@@ -214,7 +207,7 @@ def raw_put_seconds(
         start = time.perf_counter()
         client.put_object(Bucket=target.bucket, Key=f"{key}-put", Body=body)
         single += time.perf_counter() - start
-        part = part_size_for(size, target.settings().multipart_chunk_bytes)
+        part = part_size_for(size, chunk_bytes)
         parts = [body[i : i + part] for i in range(0, size, part)]
         start = time.perf_counter()
         upload = client.create_multipart_upload(Bucket=target.bucket, Key=f"{key}-mpu")
@@ -253,7 +246,7 @@ def settings_for(tmp: Path, s3_targets: list[S3Target]) -> Settings:
     return Settings(
         data_dir=tmp / "data",
         database=DatabaseSettings(),
-        storage=StorageSettings(default="local", backends=dict(backends)),
+        storage=StorageSettings(default="local", backends=backends),
     )
 
 
@@ -356,9 +349,8 @@ async def main(
         blobs = [
             (seed, size, await asyncio.to_thread(digests_of, size, seed)) for seed in range(count)
         ]
-        registry = await Registry.open(settings_for(tmp, targets))
         rows: list[Row] = []
-        try:
+        async with await Registry.open(settings_for(tmp, targets)) as registry:
             plan: list[tuple[str, list[tuple[int, int, BlobDigests]]]] = [
                 ("local", blobs),
                 ("postgres", blobs),
@@ -384,13 +376,9 @@ async def main(
                 backend = registry.store.backend(ext.name)
                 for _, _, d in s3_blobs:
                     await backend.delete(d.sha256)
-        finally:
-            await registry.aclose()
         py_sha = sha256_rate(512 * MIB)
     finally:
-        if moto is not None:
-            moto.terminate()
-            moto.wait()
+        stop_process(moto)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print_table(rows, sum_s, sum_bytes, py_sha)
