@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, Self
 import blake3
 
 from artifactstore.errors import InvalidDigestError
+from artifactstore.resources import shared_pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -47,18 +47,6 @@ _HEX_RE = re.compile(r"[0-9a-f]{64}")
 PARALLEL_THRESHOLD_BYTES = 256 * 1024
 # Chunks update_stream lets sha256 fall behind (memory: this many chunks).
 LANE_DEPTH = 3
-
-_sha_pool_lock = threading.Lock()
-_sha_pool: ThreadPoolExecutor | None = None
-
-
-def _sha_executor() -> ThreadPoolExecutor:
-    """Return the process-wide pool that runs sha256 beside blake3."""
-    global _sha_pool  # noqa: PLW0603 - one lazily created pool per process
-    with _sha_pool_lock:
-        if _sha_pool is None:
-            _sha_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sha256")
-        return _sha_pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +154,7 @@ class DualHasher:
         """
         n = len(data)
         if n >= PARALLEL_THRESHOLD_BYTES:
-            future = _sha_executor().submit(self._sha256.update, data)
+            future = shared_pool("sha256", 4).submit(self._sha256.update, data)
             try:
                 self._blake3.update(data)
                 if alongside is not None:

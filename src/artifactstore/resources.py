@@ -1,18 +1,34 @@
-"""``async with`` for every resource-holding object, written once.
+"""Resources written once: ``async with`` for resource holders, process-wide thread pools.
 
 Backends, the database handle and the registry each release what they hold
-in ``aclose``; this mixin gives them ``async with`` on top (STYLE section 2:
-every resource-holding class supports ``async with``).
+in ``aclose``; ``AsyncCloseable`` gives them ``async with`` on top (STYLE
+section 2: every resource-holding class supports ``async with``).
+``shared_pool`` hands out the few long-lived thread pools (sha256 beside
+blake3, direct writes) so each is created once, on first use.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["AsyncCloseable"]
+__all__ = ["AsyncCloseable", "shared_pool"]
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool ``name`` (also its threads' name prefix), created on first use."""
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return pool
 
 
 class AsyncCloseable:

@@ -24,10 +24,12 @@ import errno
 import mmap
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self
 
+from artifactstore.resources import shared_pool
+
 if TYPE_CHECKING:
+    from concurrent.futures import Future
     from pathlib import Path
     from types import TracebackType
 
@@ -36,9 +38,6 @@ __all__ = ["ALIGN", "DirectReader", "StagedFile", "fsync_dir"]
 ALIGN = 4096
 BUFFER_BYTES = 4 * 1024 * 1024
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-
-_writer_lock = threading.Lock()
-_writer: ThreadPoolExecutor | None = None
 
 
 _free_buffers: list[mmap.mmap] = []
@@ -61,15 +60,6 @@ def _give_back(buf: mmap.mmap) -> None:
             _free_buffers.append(buf)
             return
     buf.close()
-
-
-def _writer_pool() -> ThreadPoolExecutor:
-    """Threads that wait on direct writes while the caller keeps hashing (one pool)."""
-    global _writer  # noqa: PLW0603 - one lazily created pool per process
-    with _writer_lock:
-        if _writer is None:
-            _writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staged-write")
-        return _writer
 
 
 class StagedFile:
@@ -140,7 +130,10 @@ class StagedFile:
     def _hand_off(self) -> None:
         """Send the full buffer to a writer thread and continue in the other one."""
         self._wait()
-        self._pending = _writer_pool().submit(self._write_at, self._view, self._start)
+        # Threads that wait on direct writes while the caller keeps hashing.
+        self._pending = shared_pool("staged-write", 4).submit(
+            self._write_at, self._view, self._start
+        )
         self._current ^= 1
         self._view = self._views[self._current]
         self._start += BUFFER_BYTES
