@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
-__all__ = ["PIECE_SIZE", "BulkTransportError", "FileSender", "RawResponse"]
+__all__ = ["BulkTransportError", "FileSender", "RawResponse"]
 
 PIECE_SIZE = 8 * 1024 * 1024
 """Bytes per ``sendfile`` round between progress reports (and checks for cancellation)."""
@@ -66,11 +66,6 @@ class RawResponse:
     """As received, in order (names keep their case)."""
     body: bytes
 
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or None."""
-        wanted = name.lower()
-        return next((value for key, value in self.headers if key.lower() == wanted), None)
-
 
 class BulkTransportError(Exception):
     """Connecting, sending or reading the answer failed (the request may or may not have arrived).
@@ -82,10 +77,6 @@ class BulkTransportError(Exception):
 
 class _CancelledError(Exception):
     """The awaiting task was cancelled; the worker stops (internal)."""
-
-
-class _ShrunkError(Exception):
-    """The file ended before the range did (internal; becomes SizeMismatchError)."""
 
 
 class _Call:
@@ -126,11 +117,7 @@ class _Call:
 
 
 class _ResendableError(Exception):
-    """Nothing of the body went out and no answer came: safe to send again (internal)."""
-
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+    """A reused connection failed before any of the body went out (internal): send again."""
 
 
 def _check_token(kind: str, text: str) -> None:
@@ -301,11 +288,10 @@ class FileSender:
         loop = asyncio.get_running_loop()
         report: Callable[[int], None] | None = None
         if on_progress is not None:
-            progress = on_progress
 
             def report(n: int) -> None:
                 with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(progress, n)
+                    loop.call_soon_threadsafe(on_progress, n)
 
         call = _Call(report)
         request = _Request(method, f"{method} {self._origin}{target}", head, file, offset, length)
@@ -339,20 +325,13 @@ class FileSender:
             try:
                 sock, reused = self._checkout(call)
                 try:
-                    return self._attempt(call, sock, request, fh)
-                except _ResendableError as failed:
+                    return self._attempt(call, sock, request, fh, resendable=reused)
+                except _ResendableError:
                     # urllib3's rule: a kept-alive connection may have been
                     # closed by the server just now; send again, once, on a
                     # new connection, since none of the body went out.
-                    if not reused or call.cancelled:
-                        raise failed.cause from None
-                sock = self._connect(call)
-                try:
-                    return self._attempt(call, sock, request, fh)
-                except _ResendableError as failed:
-                    raise failed.cause from None
-            except _ShrunkError:
-                raise request.shrunk(os.fstat(fh.fileno()).st_size) from None
+                    sock = self._connect(call)
+                    return self._attempt(call, sock, request, fh, resendable=False)
             except (OSError, http.client.HTTPException) as exc:
                 if call.cancelled:
                     raise _CancelledError from exc
@@ -420,12 +399,15 @@ class FileSender:
         sock: socket.socket,
         request: _Request,
         fh: io.FileIO,
+        *,
+        resendable: bool,
     ) -> RawResponse:
         """One request on ``sock``, which is pooled or closed before this returns.
 
         Raises:
-            _ResendableError: the connection failed before any of the body
-                went out or any of an answer came back.
+            _ResendableError: ``resendable``, and the connection broke (a
+                send failed, or it closed without a status line) before any of
+                the body went out.
         """
         sent = [0]
         reusable = False
@@ -433,24 +415,21 @@ class FileSender:
             try:
                 sock.sendall(request.head)
                 self._send_body(call, sock, request, fh, sent)
-            except OSError as exc:
+            except OSError:
                 # A server may answer early (a 4xx before the whole body) and
                 # close: that answer is worth more than the send error.
                 if not call.cancelled and _readable(sock):
                     with contextlib.suppress(OSError, http.client.HTTPException):
                         return self._read_answer(sock, request.method)[0]
-                if sent[0] == 0 and isinstance(exc, ConnectionError):
-                    raise _ResendableError(exc) from exc
                 raise
-            try:
-                answer, reusable = self._read_answer(sock, request.method)
-            except ConnectionError as exc:  # RemoteDisconnected: no status line at all
-                if sent[0] == 0:
-                    raise _ResendableError(exc) from exc
-                raise
-            return answer
+            answer, reusable = self._read_answer(sock, request.method)
+        except ConnectionError as exc:
+            if resendable and sent[0] == 0 and not call.cancelled:
+                raise _ResendableError from exc
+            raise
         finally:
             self._checkin(call, sock, reusable)
+        return answer
 
     def _send_body(
         self, call: _Call, sock: socket.socket, request: _Request, fh: io.FileIO, sent: list[int]
@@ -467,8 +446,8 @@ class FileSender:
             start = offset
             while offset < piece_end:
                 n = send(offset, piece_end - offset)
-                if n == 0:
-                    raise _ShrunkError
+                if n == 0:  # end of file: it shrank after the size check
+                    raise request.shrunk(os.fstat(fh.fileno()).st_size)
                 offset += n
                 sent[0] += n
             if call.cancelled:
