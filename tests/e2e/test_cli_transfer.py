@@ -87,6 +87,33 @@ def test_download_defaults_to_package_version_directory(server: Server, tmp_path
     assert down.stdout.strip() == str(work / "solo-2")
 
 
+def test_a_server_on_this_machine_is_handed_the_files(server: Server, tmp_path: Path) -> None:
+    """By default the bytes go over the server's socket; ``--no-handoff`` PATCHes them."""
+    env = server.client_env()
+    one, two = tmp_path / "one.bin", tmp_path / "two.bin"
+    one.write_bytes(os.urandom(3 * 1024 * 1024))
+    two.write_bytes(os.urandom(3 * 1024 * 1024))
+    seen = len(server.log_path.read_text(errors="replace"))
+    handed = cli("upload", "handed", "1", str(one), "--chunk-size", "1MiB", env=env)
+    assert handed.returncode == 0, handed.stderr
+    log = server.log_path.read_text(errors="replace")
+    assert log[seen:].count('"method":"HANDOFF"') == 3
+    assert '"method":"PATCH"' not in log[seen:]
+    seen = len(log)
+    patched = cli(
+        "upload", "patched", "1", str(two), "--chunk-size", "1MiB", "--no-handoff", env=env
+    )
+    assert patched.returncode == 0, patched.stderr
+    log = server.log_path.read_text(errors="replace")
+    assert log[seen:].count('"method":"PATCH"') == 3
+    assert '"method":"HANDOFF"' not in log[seen:]
+    for name, path in (("handed", one), ("patched", two)):
+        out = tmp_path / f"out-{name}"
+        down = cli("download", name, "1", "--output", str(out), env=env)
+        assert down.returncode == 0, down.stderr
+        assert (out / path.name).read_bytes() == path.read_bytes()
+
+
 def test_reupload_is_a_noop_success(server: Server, tmp_path: Path) -> None:
     """Uploading the same tree again succeeds, sends nothing and prints the same digest."""
     src = _make_tree(tmp_path / "src")

@@ -51,11 +51,21 @@ def test_zero_configuration_round_trip(start_server: Callable[..., Server], tmp_
     assert server.stop() == 0
 
 
+# How the CLI sends bytes to a server on its machine: the file handed over the
+# server's socket (the default), or PATCH bodies over HTTP (as from elsewhere).
+TRANSPORTS = {
+    "handoff": ([], re.compile(r'"method":"HANDOFF".*"status":200')),
+    "http": (["--no-handoff"], re.compile(r'"method":"PATCH".*"status":204')),
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
 def test_upload_resumes_after_the_server_is_killed(
-    start_server: Callable[..., Server], tmp_path: Path
+    start_server: Callable[..., Server], tmp_path: Path, transport: str
 ) -> None:
     """Kill -9 mid-upload, restart: the same upload command finishes from the staged offset."""
+    flags, appended = TRANSPORTS[transport]
     server = start_server()
     big = tmp_path / "big.bin"
     with big.open("wb") as fh:
@@ -74,15 +84,15 @@ def test_upload_resumes_after_the_server_is_killed(
             "2MiB",
             "--concurrency",
             "1",
+            *flags,
         ],
         env=server.client_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        patched = re.compile(r'"method":"PATCH".*"status":204')
         deadline = time.monotonic() + 120
-        while not patched.search(server.log_path.read_text(errors="replace")):
+        while not appended.search(server.log_path.read_text(errors="replace")):
             assert upload.poll() is None, "upload finished before the crash could happen"
             assert time.monotonic() < deadline, server.log_tail()
             time.sleep(0.01)
@@ -146,24 +156,27 @@ def test_a_taken_port_is_one_clear_error(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_killed_upload_command_resumes_when_run_again(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_killed_upload_command_resumes_when_run_again(
+    server: Server, tmp_path: Path, transport: str
+) -> None:
     """Kill -9 the CLI mid-upload: running it again sends only the rest of the file."""
+    flags, appended = TRANSPORTS[transport]
     big = tmp_path / "big.bin"
     with big.open("wb") as fh:
         for _ in range(48):
             fh.write(os.urandom(4 * 1024 * 1024))
     size = big.stat().st_size
-    command = ["upload", "big", "2.0", str(big), "--chunk-size", "2MiB", "--json"]
+    command = ["upload", "big", "2.0", str(big), "--chunk-size", "2MiB", "--json", *flags]
     upload = subprocess.Popen(
         [sys.executable, "-m", "artifactstore.cli", *command],
         env=server.client_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    patched = re.compile(r'"method":"PATCH".*"status":204')
     deadline = time.monotonic() + 120
     try:
-        while not patched.search(server.log_path.read_text(errors="replace")):
+        while not appended.search(server.log_path.read_text(errors="replace")):
             assert upload.poll() is None, "upload finished before the kill could happen"
             assert time.monotonic() < deadline, server.log_tail()
             time.sleep(0.01)

@@ -4,7 +4,8 @@
 registry (database + backends) unless one is handed in (tests), starts the
 event notifier and the upload-expiry loop, and on the embedded default writes
 an admin token to ``<data_dir>/admin-token`` (mode 0600) for the CLI on the
-same machine. Shutdown closes everything in reverse order.
+same machine, and listens on ``<data_dir>/handoff.sock`` for same-host
+uploads (``api.handoff``). Shutdown closes everything in reverse order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 
 import artifactstore
 from artifactstore.api.errors import install_error_handlers
+from artifactstore.api.handoff import HANDOFF_SOCKET, HandoffListener
 from artifactstore.api.metrics import Metrics, MetricsMiddleware
 from artifactstore.api.notify import EventNotifier
 from artifactstore.api.routes import blobs, events, packages, system, uploads
@@ -92,6 +94,7 @@ def create_app(
         reg = registry if registry is not None else await Registry.open(settings)
         notifier = EventNotifier(reg.engine)
         expiry: asyncio.Task[None] | None = None
+        handoff: HandoffListener | None = None
         try:
             await notifier.start()
             uploads_ = Uploads(reg)
@@ -99,6 +102,8 @@ def create_app(
             embedded = settings.database.url is None
             if bootstrap_token if bootstrap_token is not None else embedded:
                 await ensure_admin_token(tokens, settings.data_dir)
+            handoff = HandoffListener(settings.data_dir / HANDOFF_SOCKET, uploads_, metrics)
+            handoff.start()
             app.state.services = Services(
                 settings=settings,
                 registry=reg,
@@ -107,10 +112,13 @@ def create_app(
                 metrics=metrics,
                 notifier=notifier,
                 anonymous_read=settings.api_anonymous_read(bind),
+                handoff=handoff if handoff.active else None,
             )
             expiry = asyncio.create_task(_expire_loop(uploads_), name="upload-expiry")
             yield
         finally:
+            if handoff is not None:
+                await handoff.stop()
             if expiry is not None:
                 expiry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

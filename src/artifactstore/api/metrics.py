@@ -88,6 +88,39 @@ class Metrics:
             registry=r,
         )
 
+    def record(
+        self,
+        *,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        seconds: float,
+        received: int,
+        sent: int,
+        client: str,
+    ) -> None:
+        """Count one request and write its access-log line (HTTP or handoff)."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+        self.bytes_in.inc(received)
+        self.bytes_out.inc(sent)
+        access_log.info(
+            json.dumps(
+                {
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                    "in": received,
+                    "out": sent,
+                    "client": client,
+                },
+                separators=(",", ":"),
+            )
+        )
+
 
 class MetricsMiddleware:
     """Pure ASGI middleware (no body buffering, so streaming stays streaming)."""
@@ -126,25 +159,13 @@ class MetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            m = self.metrics
-            m.requests.labels(template, method, str(status)).inc()
-            m.latency.labels(template, method).observe(elapsed)
-            m.bytes_in.inc(received)
-            m.bytes_out.inc(sent)
-            access_log.info(
-                json.dumps(
-                    {
-                        "method": method,
-                        "path": scope["path"],
-                        "route": template,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                        "in": received,
-                        "out": sent,
-                        "client": (scope.get("client") or ("", 0))[0],
-                    },
-                    separators=(",", ":"),
-                )
+            self.metrics.record(
+                method=scope["method"],
+                path=scope["path"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                seconds=elapsed,
+                received=received,
+                sent=sent,
+                client=(scope.get("client") or ("", 0))[0],
             )

@@ -15,6 +15,7 @@ from artifactstore.errors import ForbiddenError, UnauthorizedError
 from artifactstore.registry.tokens import scope_allows
 
 if TYPE_CHECKING:
+    from artifactstore.api.handoff import HandoffListener
     from artifactstore.api.metrics import Metrics
     from artifactstore.api.notify import EventNotifier
     from artifactstore.config import Settings
@@ -36,6 +37,7 @@ class Services:
     metrics: Metrics
     notifier: EventNotifier
     anonymous_read: bool
+    handoff: HandoffListener | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -271,6 +271,11 @@ class ApiClient:
                 ssl_context=ssl_context,
             )
 
+    @property
+    def direct(self) -> bool:
+        """Whether requests go straight to the server (no proxy in between)."""
+        return self._files is not None
+
     async def __aenter__(self) -> Self:
         return self
 

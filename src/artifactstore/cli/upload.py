@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -52,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import blake3
 import typer
@@ -67,6 +68,7 @@ from artifactstore.cli.client import (
     format_size,
     resolve_endpoint,
 )
+from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
 from artifactstore.digests import Digest
 from artifactstore.manifest import (
     DEFAULT_MEDIA_TYPE,
@@ -81,6 +83,8 @@ from artifactstore.names import validate_file_path, validate_package_name, valid
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    import httpx
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
@@ -91,6 +95,8 @@ __all__ = [
     "parse_size",
     "upload_command",
 ]
+
+log = logging.getLogger("artifactstore.cli.upload")
 
 HASH_BUFFER = 16 * 1024 * 1024  # per blake3 call: enough to spread over every core
 # Each PATCH ends with the server catching up on sha256 and an fsync, a pipeline
@@ -455,6 +461,7 @@ class _Uploader:
         chunk_size: int,
         producer: str | None,
         retention_class: str | None,
+        handoff: bool = True,
     ) -> None:
         self.api = api
         self.state = state
@@ -464,6 +471,19 @@ class _Uploader:
         self.retention_class = retention_class
         self.totals = _Totals()
         self.bar = -1
+        self.handoff_allowed = handoff
+        self.handoff: HandoffClient | None = None
+
+    def _learn_handoff(self, response: httpx.Response) -> None:
+        """Note the server's same-host socket (sent to loopback peers only), once."""
+        path = response.headers.get(HANDOFF_HEADER)
+        if path and self.handoff_allowed and self.handoff is None:
+            self.handoff = HandoffClient(unquote(path))
+
+    def _no_handoff(self, reason: str) -> None:
+        log.debug("same-host handoff off: %s; sending bytes over HTTP", reason)
+        self.handoff_allowed = False
+        self.handoff = None
 
     async def _create(self, blob: _Blob) -> tuple[str, int] | None:
         """Open a session (id, offset), or None when the server already holds the blob."""
@@ -475,6 +495,7 @@ class _Uploader:
 
         async def post(_attempt: int) -> tuple[str, int] | None:
             response = await self.api.request("POST", "/v1/uploads", json=body)
+            self._learn_handoff(response)
             data = response.json()
             if response.status_code == 200 and data.get("status") == "exists":  # noqa: PLR2004
                 blob.learn(data)
@@ -485,6 +506,7 @@ class _Uploader:
 
     async def _offset(self, session: str) -> int:
         response = await self.api.request("HEAD", f"/v1/uploads/{session}")
+        self._learn_handoff(response)
         return int(response.headers.get("upload-offset", "0"))
 
     def _check_unchanged(self, item: SourceFile) -> None:
@@ -494,8 +516,52 @@ class _Uploader:
                 f"{item.source} changed after it was hashed; run the upload again"
             )
 
+    async def _hand_over(self, session: str, file: Path, start: int, length: int) -> int | None:
+        """Append the range through the same-host socket; None to send it over HTTP."""
+        if self.handoff is None:
+            return None
+        try:
+            after = await self.handoff.append(session, file, start, length)
+        except HandoffUnavailableError as exc:
+            self._no_handoff(str(exc))
+            return None
+        except errors.UploadNotFoundError:
+            # The socket's server does not know the session, so it is another
+            # server's socket; HTTP gives the authoritative answer.
+            self._no_handoff("the socket's server does not know the session")
+            return None
+        self.progress.advance(self.bar, after - start)
+        return after
+
+    async def _patch(self, session: str, file: Path, start: int, length: int) -> int:
+        """PATCH the range over HTTP; the new offset."""
+        sent = [0]
+
+        def progressed(n: int) -> None:
+            sent[0] += n
+            self.progress.advance(self.bar, n)
+
+        try:
+            response = await self.api.send_file(
+                "PATCH",
+                f"/v1/uploads/{session}",
+                file,
+                start,
+                length,
+                headers={
+                    "Upload-Offset": str(start),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                on_progress=progressed,
+            )
+        except BaseException:
+            # What the server did not acknowledge is sent again later.
+            self.progress.advance(self.bar, -sent[0])
+            raise
+        return int(response.headers.get("upload-offset", start + length))
+
     async def _send_chunks(self, blob: _Blob, session: str, offset: int) -> int:
-        """PATCH the rest of the blob from ``offset``; returns the final offset."""
+        """Send the rest of the blob from ``offset`` (handed over or PATCHed); the final offset."""
         item, size = blob.source, blob.size
         state = {"offset": offset}
 
@@ -509,30 +575,10 @@ class _Uploader:
             if length <= 0:
                 return start
             self._check_unchanged(item)
-            sent = [0]
-
-            def progressed(n: int) -> None:
-                sent[0] += n
-                self.progress.advance(self.bar, n)
-
-            try:
-                response = await self.api.send_file(
-                    "PATCH",
-                    f"/v1/uploads/{session}",
-                    item.source,
-                    start,
-                    length,
-                    headers={
-                        "Upload-Offset": str(start),
-                        "Content-Type": "application/offset+octet-stream",
-                    },
-                    on_progress=progressed,
-                )
-            except BaseException:
-                # What the server did not acknowledge is sent again later.
-                self.progress.advance(self.bar, -sent[0])
-                raise
-            return int(response.headers.get("upload-offset", start + length))
+            handed = await self._hand_over(session, item.source, start, length)
+            if handed is not None:
+                return handed
+            return await self._patch(session, item.source, start, length)
 
         def busy(exc: BaseException) -> bool:
             # 409 "conflict": an earlier PATCH of this session is still being
@@ -632,6 +678,7 @@ class _Options:
     annotations: dict[str, str]
     concurrency: int
     chunk_size: int
+    handoff: bool = True
 
 
 async def _hash_all(
@@ -740,6 +787,8 @@ async def _run(options: _Options) -> dict[str, Any]:
                 chunk_size=options.chunk_size,
                 producer=options.producer,
                 retention_class=options.retention_class,
+                # A configured proxy is meant to carry the bytes; keep it so.
+                handoff=options.handoff and api.direct,
             )
             # A version never changes: if it exists, either this is a re-run
             # (nothing to send) or a conflict (fail before sending anything).
@@ -829,6 +878,13 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
         str,
         typer.Option(metavar="BYTES", help="Bytes per PATCH request (256MiB, 8M, 8388608)."),
     ] = "256MiB",
+    handoff: Annotated[
+        bool,
+        typer.Option(
+            help="On a server on this machine, hand files over a local socket"
+            " instead of sending their bytes over HTTP.",
+        ),
+    ] = True,
 ) -> None:
     """Upload files and directories as PACKAGE VERSION and print the manifest digest.
 
@@ -850,6 +906,7 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
         annotations=_parse_annotations(annotation or []),
         concurrency=concurrency,
         chunk_size=chunk_bytes,
+        handoff=handoff,
     )
     summary = asyncio.run(_run(options))
     if as_json:

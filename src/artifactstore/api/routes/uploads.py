@@ -6,14 +6,18 @@ buffered whole. ``Upload-Offset`` carries the resume point both ways.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from artifactstore.api.handoff import HANDOFF_HEADER
 from artifactstore.api.schemas import CreateUpload, blob_json, session_json
-from artifactstore.api.services import ActorWrite, ServicesDep
+from artifactstore.api.services import ActorWrite, Services, ServicesDep
+from artifactstore.config import is_loopback
 from artifactstore.digests import Digest
 from artifactstore.errors import InvalidInputError
 from artifactstore.registry import BlobRecord
@@ -43,6 +47,14 @@ def _session_id(value: str) -> uuid.UUID:
         raise InvalidInputError("upload id must be a UUID", id=value[:64]) from None
 
 
+def _handoff_header(request: Request, services: Services) -> dict[str, str]:
+    """Tell a client on this machine where it may hand files over (``api.handoff``)."""
+    peer = request.client
+    if services.handoff is None or peer is None or not is_loopback(peer.host):
+        return {}
+    return {HANDOFF_HEADER: quote(os.fspath(services.handoff.path))}
+
+
 async def _body(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
@@ -50,7 +62,9 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 
 @router.post("", status_code=201, summary="Open an upload session (or learn the blob exists)")
-async def create_upload(body: CreateUpload, services: ServicesDep, actor: ActorWrite) -> Response:
+async def create_upload(
+    body: CreateUpload, request: Request, services: ServicesDep, actor: ActorWrite
+) -> Response:
     """201 with a session, or 200 ``{"status": "exists", ...blob}`` when the blob is held."""
     result = await services.uploads.create(
         size=body.size,
@@ -66,7 +80,7 @@ async def create_upload(body: CreateUpload, services: ServicesDep, actor: ActorW
     return JSONResponse(
         session_json(result),
         status_code=201,
-        headers={"Location": location, "Upload-Offset": "0"},
+        headers={"Location": location, "Upload-Offset": "0", **_handoff_header(request, services)},
     )
 
 
@@ -93,8 +107,10 @@ async def append_chunk(
 
 
 @router.head("/{upload_id}", summary="The resume point of a session")
-async def head_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite) -> Response:
-    """200 with ``Upload-Offset``."""
+async def head_upload(
+    upload_id: str, request: Request, services: ServicesDep, _actor: ActorWrite
+) -> Response:
+    """200 with ``Upload-Offset`` (and ``Upload-Handoff`` for a peer on this machine)."""
     session = await services.uploads.get(_session_id(upload_id))
     return Response(
         status_code=200,
@@ -102,6 +118,7 @@ async def head_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite)
             "Upload-Offset": str(session.offset),
             "Upload-Expires": session.expires_at.isoformat(),
             "Cache-Control": "no-store",
+            **_handoff_header(request, services),
         },
     )
 
