@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import pytest
 
 from artifactstore import errors
+from artifactstore.api import handoff
 from artifactstore.api.handoff import HANDOFF_HEADER as SERVER_HEADER
 from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
 
@@ -213,7 +214,6 @@ def _as_nobody(path: str) -> str:
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
                 sock.settimeout(10)
                 sock.connect(path)
-                sock.send(b"{}")
                 outcome = str(json.loads(sock.recv(65536)).get("status")).encode()
         except PermissionError:
             outcome = b"refused"
@@ -223,6 +223,26 @@ def _as_nobody(path: str) -> str:
         os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as fh:
-        outcome = fh.read().decode()
+        reported = fh.read().decode()
     os.waitpid(pid, 0)
-    return outcome
+    return reported
+
+
+async def test_a_silent_client_is_answered_and_holds_no_thread(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "REQUEST_TIMEOUT_SECONDS", 0.3)
+    _, path = await _session(api)
+
+    def silent() -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.settimeout(30)
+            sock.connect(path)
+            answer: dict[str, Any] = json.loads(sock.recv(65536))
+            return answer
+
+    # More silent clients than the default thread pool has workers (cpu + 4).
+    answers = await asyncio.gather(
+        *(asyncio.to_thread(silent) for _ in range((os.cpu_count() or 1) + 6))
+    )
+    assert {a["error"]["message"] for a in answers} == {"no handoff request within the time limit"}

@@ -60,6 +60,7 @@ HANDOFF_HEADER = "Upload-Handoff"
 MAX_MESSAGE_BYTES = 4096
 READ_PIECE_BYTES = 4 * 1024 * 1024
 REQUEST_TIMEOUT_SECONDS = 10.0
+STOP_GRACE_SECONDS = 30.0  # as long as uvicorn's graceful shutdown (cli/serve.py)
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -105,19 +106,29 @@ class HandoffListener:
         self._sock = sock
         self._accepting = asyncio.create_task(self._accept_loop(sock), name="handoff-accept")
 
-    async def stop(self) -> None:
-        """Stop accepting, cancel appends in flight (their bytes stay staged), remove the socket."""
-        tasks = [t for t in (self._accepting, *self._connections) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop accepting, let appends in flight finish for ``grace`` seconds, remove the socket.
+
+        Appends still running then are cancelled; what they read stays staged,
+        and the client resumes from the session's offset.
+        """
+        if self._accepting is not None:
+            self._accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._accepting
+            self._accepting = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+        if self._connections:
+            _, late = await asyncio.wait(set(self._connections), timeout=grace)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -136,7 +147,7 @@ class HandoffListener:
         started = time.perf_counter()
         request = _Request()
         with conn:
-            conn.settimeout(REQUEST_TIMEOUT_SECONDS)
+            conn.settimeout(0.0)  # non-blocking: waits happen on the event loop
             try:
                 answer: dict[str, Any] = {"offset": await self._handle(conn, request)}
                 status = 200
@@ -151,7 +162,7 @@ class HandoffListener:
                 return
             body = json.dumps(answer).encode()
             with contextlib.suppress(OSError):  # the client may be gone; the bytes are staged
-                await asyncio.to_thread(conn.sendall, body)
+                await asyncio.get_running_loop().sock_sendall(conn, body)
         self.metrics.record(
             method="HANDOFF",
             path=request.path,
@@ -169,9 +180,7 @@ class HandoffListener:
         )
         if uid != os.geteuid():
             raise e.ForbiddenError("only the server's own user may hand files over")
-        message, fds, flags, _ = await asyncio.to_thread(
-            socket.recv_fds, conn, MAX_MESSAGE_BYTES, 1, socket.MSG_CMSG_CLOEXEC
-        )
+        message, fds, flags = await _receive(conn)
         with contextlib.ExitStack() as stack:
             for fd in fds:
                 stack.callback(os.close, fd)
@@ -203,6 +212,37 @@ class _Request:
 
     path: str = "/v1/uploads"
     appended: int = 0
+
+
+async def _receive(conn: socket.socket) -> tuple[bytes, list[int], int]:
+    """One message and its descriptors, waiting on the event loop (no thread held).
+
+    Raises:
+        InvalidInputError: nothing arrived within ``REQUEST_TIMEOUT_SECONDS``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REQUEST_TIMEOUT_SECONDS
+    while True:
+        try:
+            message, fds, flags, _ = socket.recv_fds(
+                conn, MAX_MESSAGE_BYTES, 1, socket.MSG_CMSG_CLOEXEC
+            )
+        except BlockingIOError:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _resolve, readable)
+            try:
+                await asyncio.wait_for(readable, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise e.InvalidInputError("no handoff request within the time limit") from None
+            finally:
+                loop.remove_reader(conn.fileno())
+            continue
+        return message, fds, flags
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _parse(message: bytes) -> tuple[uuid.UUID, int, int]:
