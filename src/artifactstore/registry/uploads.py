@@ -31,18 +31,12 @@ from artifactstore.db.tables import upload_sessions
 from artifactstore.digests import Algorithm, BlobDigests, Digest, DualHasher
 from artifactstore.errors import (
     ConflictError,
-    IntegrityError,
     InvalidInputError,
     TooLargeError,
     UploadNotFoundError,
     UploadOffsetMismatchError,
 )
-from artifactstore.registry.ingest import (
-    INGEST_PIECE_BYTES,
-    Expected,
-    check_expected,
-    write_chunk,
-)
+from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
@@ -267,11 +261,6 @@ class Uploads:
         targets = self.registry.store.targets(
             producer=row.producer, retention_class=row.retention_class
         )
-        try:
-            check_expected(digests, expected)
-        except IntegrityError:
-            await self.abort(session_id)
-            raise
         self._hashers.pop(session_id, None)
         path = self.path(session_id)
         claimed = self.staging.new_path()
@@ -286,9 +275,10 @@ class Uploads:
                 keep_on_error=True,
             )
         except BaseException:
-            # A backend or the database failed. If the bytes were not taken yet,
-            # give them back to the session so the client can retry the PUT;
-            # otherwise the session is over and the client starts a new one.
+            # A mismatch removed the bytes (store_staged checks first): the
+            # session is over. A backend or the database failed: if the bytes
+            # were not taken yet, give them back to the session so the client
+            # can retry the PUT; otherwise the client starts a new session.
             if claimed.exists():
                 claimed.replace(path)
             else:
