@@ -192,7 +192,7 @@ class HandoffListener:
             request.path = f"/v1/uploads/{session_id}"
             if not stat.S_ISREG(os.fstat(fds[0]).st_mode):
                 raise e.InvalidInputError("only regular files can be handed over")
-            source = stack.enter_context(os.fdopen(os.dup(fds[0]), "rb", buffering=0))
+            source = stack.enter_context(os.fdopen(fds[0], "rb", buffering=0, closefd=False))
             new_offset = await self.uploads.append(
                 session_id,
                 offset,
@@ -200,9 +200,7 @@ class HandoffListener:
                 content_length=length,
             )
         request.appended = new_offset - offset
-        if offset > 0:
-            self.metrics.upload_resumes.inc()
-            self.metrics.upload_resumed_offset.set(offset)
+        self.metrics.appended_at(offset)
         return new_offset
 
 

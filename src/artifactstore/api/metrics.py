@@ -6,7 +6,8 @@ describe state (active upload sessions, head of the event log, storage
 locations by backend and state) are refreshed from the database when
 ``/metrics`` is scraped. Each request also writes one JSON line to the
 ``artifactstore.access`` logger; no header or body content is logged, so no
-token ever reaches a log.
+token ever reaches a log. Same-host handoffs (``api.handoff``) are counted and
+logged the same way (``Metrics.record``), with method ``HANDOFF``.
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ class Metrics:
         self.bytes_out = Counter("artifactstore_http_bytes_out", "Response body bytes", registry=r)
         self.upload_resumes = Counter(
             "artifactstore_upload_resumes",
-            "PATCH requests that continued a session at a non-zero offset",
+            "Appends (PATCH or handoff) that continued a session at a non-zero offset",
             registry=r,
         )
         self.upload_resumed_offset = Gauge(
             "artifactstore_upload_last_resumed_offset_bytes",
-            "Offset of the most recent resumed upload PATCH after a HEAD",
+            "Offset of the most recent append that continued a session",
             registry=r,
         )
         self.active_uploads = Gauge(
@@ -87,6 +88,12 @@ class Metrics:
             ["backend", "state"],
             registry=r,
         )
+
+    def appended_at(self, offset: int) -> None:
+        """Note an append to a session at ``offset`` (PATCH or handoff): > 0 is a resume."""
+        if offset > 0:
+            self.upload_resumes.inc()
+            self.upload_resumed_offset.set(offset)
 
     def record(
         self,

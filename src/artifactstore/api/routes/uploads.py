@@ -100,9 +100,7 @@ async def append_chunk(
     new_offset = await services.uploads.append(
         session_id, upload_offset, _body(request), content_length=content_length
     )
-    if upload_offset > 0:
-        services.metrics.upload_resumes.inc()
-        services.metrics.upload_resumed_offset.set(upload_offset)
+    services.metrics.appended_at(upload_offset)
     return Response(status_code=204, headers={"Upload-Offset": str(new_offset)})
 
 
