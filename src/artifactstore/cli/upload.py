@@ -21,9 +21,12 @@ Steps (DESIGN sections 5 and 6):
    found before a byte is sent.
 4. For each distinct blake3, ``POST /v1/uploads`` with it and the size: the
    server either says the blob exists (and gives its sha256) or opens a
-   session. Sessions are fed by chunked ``PATCH`` streamed from the file
-   (never whole in memory) and closed by ``PUT`` with the blake3, whose
-   answer carries the sha256; ``--concurrency`` blobs move at once.
+   session. Sessions are fed chunk by chunk, never whole in memory: to a
+   server on this machine the open file is handed over its socket
+   (``cli/handoff.py``), otherwise each chunk is a ``PATCH`` whose body leaves
+   with ``sendfile(2)`` (``cli/bulk.py``). ``PUT`` with the blake3 closes the
+   session and its answer carries the sha256; ``--concurrency`` blobs move at
+   once.
 5. Transport failures and 5xx answers are retried with backoff
    (``client.RETRY_BUDGET_SECONDS`` per operation); before re-sending, the
    client asks ``HEAD`` for the server's offset and resumes there. Session ids
@@ -334,7 +337,7 @@ def _blake3_file(item: SourceFile, on_bytes: Callable[[int], None]) -> Digest:
     buffers = (bytearray(size), bytearray(size if item.size >= HASH_BUFFER else 0))
     total = 0
     try:
-        fd = os.open(item.source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(item.source, os.O_RDONLY)  # not inheritable (PEP 446)
         try:
             if not buffers[1]:
                 total = os.preadv(fd, [buffers[0]], 0)
