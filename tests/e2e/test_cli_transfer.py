@@ -7,6 +7,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import threading
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ import pytest
 from tests.e2e.serverproc import Server, cli, free_port
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +114,34 @@ def test_a_server_on_this_machine_is_handed_the_files(server: Server, tmp_path: 
         down = cli("download", name, "1", "--output", str(out), env=env)
         assert down.returncode == 0, down.stderr
         assert (out / path.name).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("socket_state", ["missing", "another server's"])
+def test_an_unusable_handoff_socket_falls_back_to_http(
+    start_server: Callable[..., Server], tmp_path: Path, socket_state: str
+) -> None:
+    """The socket the server names is gone, or is another server's: the bytes go by PATCH."""
+    server = start_server()
+    named = server.data_dir / "handoff.sock"
+    named.unlink()
+    if socket_state == "another server's":
+        other = start_server()
+        named.hardlink_to(other.data_dir / "handoff.sock")
+    src = tmp_path / "one.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    env = server.client_env()
+    up = cli("upload", "fallback", "1", str(src), "--chunk-size", "1MiB", env=env)
+    assert up.returncode == 0, up.stderr
+    log = server.log_path.read_text(errors="replace")
+    assert log.count('"method":"PATCH"') == 3
+    assert '"method":"HANDOFF"' not in log
+    if socket_state == "another server's":
+        other_log = other.log_path.read_text(errors="replace")
+        assert re.search(r'"method":"HANDOFF".*"status":404', other_log), other.log_tail()
+    out = tmp_path / "out"
+    down = cli("download", "fallback", "1", "--output", str(out), env=env)
+    assert down.returncode == 0, down.stderr
+    assert (out / src.name).read_bytes() == src.read_bytes()
 
 
 def test_reupload_is_a_noop_success(server: Server, tmp_path: Path) -> None:

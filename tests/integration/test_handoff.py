@@ -23,7 +23,12 @@ import pytest
 from artifactstore import errors
 from artifactstore.api import handoff
 from artifactstore.api.handoff import HANDOFF_HEADER as SERVER_HEADER
+from artifactstore.api.handoff import HandoffListener
+from artifactstore.api.metrics import Metrics
+from artifactstore.cli.client import ServerUnreachableError
 from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
+from artifactstore.digests import Digest
+from artifactstore.registry import Registry, Uploads, UploadSession
 
 if TYPE_CHECKING:
     import httpx
@@ -246,3 +251,59 @@ async def test_a_silent_client_is_answered_and_holds_no_thread(
         *(asyncio.to_thread(silent) for _ in range((os.cpu_count() or 1) + 6))
     )
     assert {a["error"]["message"] for a in answers} == {"no handoff request within the time limit"}
+
+
+async def _in_flight(
+    registry: Registry, tmp_path: Path
+) -> tuple[HandoffListener, Uploads, UploadSession, asyncio.Task[int], int]:
+    """A listener of its own and a 384 MiB handoff started on it, seen staging its first bytes."""
+    uploads = Uploads(registry)
+    listener = HandoffListener(tmp_path / "h.sock", uploads, Metrics())
+    listener.start()
+    size = 384 * MIB
+    src = tmp_path / "zeros.bin"
+    with src.open("wb") as fh:
+        fh.truncate(size)  # sparse: read at memory speed
+    session = await uploads.create(actor="t")
+    assert isinstance(session, UploadSession)
+    task = asyncio.create_task(
+        HandoffClient(str(listener.path)).append(str(session.id), src, 0, size)
+    )
+    staged = uploads.path(session.id)
+    while staged.stat().st_size == 0:
+        assert not task.done(), task
+        await asyncio.sleep(0.002)
+    return listener, uploads, session, task, size
+
+
+async def test_stop_lets_an_append_in_flight_finish(registry: Registry, tmp_path: Path) -> None:
+    listener, uploads, session, task, size = await _in_flight(registry, tmp_path)
+    assert uploads.path(session.id).stat().st_size < size  # still appending
+    await listener.stop(grace=60)
+    assert await task == size
+    assert (await uploads.get(session.id)).offset == size
+    assert not listener.path.exists()
+
+
+async def test_stop_after_the_grace_cancels_and_keeps_what_was_read(
+    registry: Registry, tmp_path: Path
+) -> None:
+    listener, uploads, session, task, size = await _in_flight(registry, tmp_path)
+    await listener.stop(grace=0)
+    with pytest.raises(ServerUnreachableError):
+        await task
+    kept = (await uploads.get(session.id)).offset
+    assert kept < size
+    rest = HandoffListener(tmp_path / "h2.sock", uploads, Metrics())
+    rest.start()
+    try:
+        src = tmp_path / "zeros.bin"
+        offset = await HandoffClient(str(rest.path)).append(str(session.id), src, kept, size - kept)
+    finally:
+        await rest.stop()
+    assert offset == size
+    zeros = hashlib.sha256()
+    for _ in range(size // MIB):
+        zeros.update(bytes(MIB))
+    blob = await uploads.finalize(session.id, sha256=Digest("sha256", zeros.digest()), actor="t")
+    assert blob.size == size
