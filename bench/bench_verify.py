@@ -57,7 +57,7 @@ from artifactstore.config import (
 from artifactstore.digests import BlobDigests, DualHasher
 from artifactstore.events import BlobStored
 from artifactstore.registry import Registry
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 from artifactstore.registry.verify import verify_storage
 from artifactstore.storage.local import LocalBackend
 from artifactstore.storage.s3 import DEFAULT_PART_CONCURRENCY, part_size_for
@@ -260,8 +260,8 @@ async def fill(registry: Registry, name: str, blobs: list[tuple[int, int, BlobDi
         info = await backend.put_stream(d.sha256, achunks(size, seed), size)
         stored.append(BlobStored(d.sha256.raw, d.blake3.raw, size, name, info.key))
     row.ingest_s = time.perf_counter() - start
-    async with registry.engine.begin() as conn:
-        await record(conn, stored, actor="bench")
+    async with transaction(registry.engine, actor="bench") as tx:
+        await tx.record(*stored)
     start = time.perf_counter()
     for _, _, d in blobs:
         stream = await backend.get(d.sha256)

@@ -68,6 +68,7 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNK = 16 * 1024 * 1024
 DEFAULT_MAX_BLOB_BYTES = 1024**4  # 1 TiB
 DEFAULT_MAX_CHUNK_BYTES = 16 * 1024**3  # 16 GiB per PATCH
+DEFAULT_MAX_INLINE_BYTES = 16 * 1024**2  # 16 MiB per POST /v1/blobs
 DEFAULT_UPLOAD_EXPIRY_SECONDS = 24 * 3600
 
 # Environment variable -> (section, key, kind). Each name is written once, here.
@@ -139,6 +140,7 @@ class UploadSettings:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
+    max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +496,7 @@ def load_settings(
         max_blob_bytes=up.positive_int("max_blob_bytes", DEFAULT_MAX_BLOB_BYTES),
         max_chunk_bytes=up.positive_int("max_chunk_bytes", DEFAULT_MAX_CHUNK_BYTES),
         expiry_seconds=up.positive_int("expiry_seconds", DEFAULT_UPLOAD_EXPIRY_SECONDS),
+        max_inline_bytes=up.positive_int("max_inline_bytes", DEFAULT_MAX_INLINE_BYTES),
     )
     up.finish()
 

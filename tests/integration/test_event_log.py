@@ -23,7 +23,7 @@ from artifactstore.events import (
     read_events,
     verify_chain,
 )
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,8 +37,8 @@ def _blob(i: int) -> BlobStored:
 
 async def test_append_links_each_event_to_the_previous(engine: AsyncEngine) -> None:
     """Appended events get seq 1..n and hash = blake3(prev_hash || type || payload)."""
-    async with engine.begin() as conn:
-        appended = await record(conn, [_blob(1), _blob(2), _blob(3)], actor="test")
+    async with transaction(engine, actor="test") as tx:
+        appended = await tx.record(_blob(1), _blob(2), _blob(3))
     assert [e.seq for e in appended] == [1, 2, 3]
     assert appended[0].prev_hash == GENESIS_HASH
     for before, after in itertools.pairwise(appended):
@@ -64,8 +64,8 @@ async def test_append_links_each_event_to_the_previous(engine: AsyncEngine) -> N
 )
 async def test_database_refuses_to_rewrite_history(engine: AsyncEngine, statement: str) -> None:
     """UPDATE, DELETE and TRUNCATE on events fail in the database itself."""
-    async with engine.begin() as conn:
-        await record(conn, [_blob(1)], actor="test")
+    async with transaction(engine, actor="test") as tx:
+        await tx.record(_blob(1))
     with pytest.raises(DBAPIError, match="append-only"):
         async with engine.begin() as conn:
             await conn.execute(sa.text(statement))
@@ -75,8 +75,8 @@ async def test_database_refuses_to_rewrite_history(engine: AsyncEngine, statemen
 
 async def test_superuser_edit_is_caught_at_the_exact_seq(engine: AsyncEngine) -> None:
     """An edit made with the trigger disabled is named by seq by chain verification."""
-    async with engine.begin() as conn:
-        await record(conn, [_blob(i) for i in range(1, 6)], actor="test")
+    async with transaction(engine, actor="test") as tx:
+        await tx.record(*(_blob(i) for i in range(1, 6)))
     async with engine.begin() as conn:
         await conn.execute(sa.text("ALTER TABLE events DISABLE TRIGGER events_append_only"))
         await conn.execute(
@@ -91,8 +91,8 @@ async def test_superuser_edit_is_caught_at_the_exact_seq(engine: AsyncEngine) ->
 
 async def test_deleted_row_is_reported_as_a_gap(engine: AsyncEngine) -> None:
     """A row removed behind the trigger's back shows as a gap at its seq."""
-    async with engine.begin() as conn:
-        await record(conn, [_blob(i) for i in range(1, 4)], actor="test")
+    async with transaction(engine, actor="test") as tx:
+        await tx.record(*(_blob(i) for i in range(1, 4)))
     async with engine.begin() as conn:
         await conn.execute(sa.text("ALTER TABLE events DISABLE TRIGGER events_append_only"))
         await conn.execute(sa.text("DELETE FROM events WHERE seq = 2"))
@@ -110,12 +110,12 @@ async def test_parallel_appenders_keep_the_chain_linear(database_url: str) -> No
 
     async def writer(index: int, eng: AsyncEngine) -> None:
         for j in range(per_writer):
-            async with eng.begin() as conn:
+            async with transaction(eng, actor=f"writer-{index}") as tx:
                 payloads: list[EventPayload] = [
                     TokenRevoked(name=f"w{index}-{j}"),
                     PackageYanked(package="p", version=f"{index}.{j}"),
                 ]
-                await record(conn, payloads, actor=f"writer-{index}")
+                await tx.record(*payloads)
 
     try:
         await asyncio.gather(*(writer(i, eng) for i, eng in enumerate(engines)))
@@ -131,14 +131,18 @@ async def test_parallel_appenders_keep_the_chain_linear(database_url: str) -> No
 
 async def test_rolled_back_append_leaves_no_gap(engine: AsyncEngine) -> None:
     """An append whose transaction rolls back does not consume a seq."""
-    async with engine.begin() as conn:
-        await record(conn, [_blob(1)], actor="test")
-    async with engine.connect() as conn:
-        await conn.begin()
-        await record(conn, [_blob(2)], actor="test")
-        await conn.rollback()
-    async with engine.begin() as conn:
-        (event,) = await record(conn, [_blob(3)], actor="test")
+    async with transaction(engine, actor="test") as tx:
+        await tx.record(_blob(1))
+
+    async def abandoned() -> None:
+        async with transaction(engine, actor="test") as tx:
+            await tx.record(_blob(2))
+            raise RuntimeError("abandon")
+
+    with pytest.raises(RuntimeError, match="abandon"):
+        await abandoned()
+    async with transaction(engine, actor="test") as tx:
+        (event,) = await tx.record(_blob(3))
     assert event.seq == 2
     async with engine.connect() as conn:
         assert (await verify_chain(conn)).count == 2

@@ -8,8 +8,8 @@ reconnecting after the last seq it printed when the connection breaks.
 ``verify`` re-derives every link of the hash chain in one REPEATABLE READ
 transaction (a consistent snapshot while the server keeps appending);
 ``replay`` empties the views and applies the whole log in one transaction,
-holding the appenders' lock (``LOCK TABLE events IN EXCLUSIVE MODE``, as
-``events.append`` takes it) so no event lands half-way. ``replay --check``
+holding the appenders' lock (``events.lock_log``) so no event lands
+half-way. ``replay --check``
 compares the rebuilt views with the live ones and rolls back.
 """
 
@@ -202,15 +202,14 @@ def replay_command(
     config: ConfigOption = None,
 ) -> None:
     """Empty every view and rebuild it from the whole event log, in one transaction."""
-    import sqlalchemy as sa  # noqa: PLC0415 - database commands load it
-
+    from artifactstore.events import lock_log  # noqa: PLC0415
     from artifactstore.views import replay, snapshot  # noqa: PLC0415
 
     async def run() -> tuple[int, list[str]]:
         async with database(config) as db, db.engine.connect() as conn:
             transaction = await conn.begin()
             try:
-                await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+                await lock_log(conn)
                 before = await snapshot(conn) if check else {}
                 count = await replay(conn)
                 differ: list[str] = []

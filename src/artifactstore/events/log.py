@@ -6,7 +6,7 @@ Requirements (DESIGN section 2), in the order the code keeps them:
    trigger makes the database refuse it too (migration 0001).
 2. Gapless and linear: ``seq`` is 1, 2, 3, ... and each event's
    ``prev_hash`` is the previous event's ``hash``, even with several
-   processes appending at once (see ``_lock_log``).
+   processes appending at once (see ``lock_log``).
 3. Tamper-evident: ``hash = blake3(prev_hash || type || payload)``; the first
    ``prev_hash`` is 32 zero bytes. ``verify_chain`` names the first bad seq.
 4. Atomic with the views: ``append`` runs in the caller's transaction, so
@@ -42,10 +42,14 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "ChainReport",
     "Event",
+    "LogHead",
     "append",
+    "chain_events",
     "chain_hash",
     "iter_events",
     "last_seq",
+    "lock_log",
+    "notify",
     "read_events",
     "verify_chain",
 ]
@@ -95,8 +99,19 @@ class Event:
         )
 
 
-async def _lock_log(conn: AsyncConnection) -> tuple[int, bytes]:
-    """Serialise appenders and return the current head ``(seq, hash)``.
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """The newest event's ``seq`` and ``hash`` (0 and ``GENESIS_HASH`` for an empty log)."""
+
+    seq: int
+    hash: bytes
+
+
+async def lock_log(conn: AsyncConnection) -> LogHead:
+    """Serialise appenders until the caller's transaction ends; return the current head.
+
+    The only statement in the code base that names the log lock; callers
+    reach it through ``registry.journal.transaction``.
 
     Why a table lock: with concurrent transactions, a sequence or
     ``max(seq)+1`` lets commit order differ from insert order, which leaves
@@ -114,29 +129,23 @@ async def _lock_log(conn: AsyncConnection) -> tuple[int, bytes]:
         )
     ).first()
     if row is None:
-        return 0, GENESIS_HASH
-    return int(row.seq), bytes(row.hash)
+        return LogHead(0, GENESIS_HASH)
+    return LogHead(int(row.seq), bytes(row.hash))
 
 
-async def append(
-    conn: AsyncConnection, payloads: Sequence[EventPayload], *, actor: str
+def chain_events(
+    head: LogHead, payloads: Sequence[EventPayload], *, actor: str, at: datetime | None = None
 ) -> list[Event]:
-    """Append events in the caller's transaction and return them with seq and hash.
-
-    The caller commits (after applying the events to the views). Nothing is
-    visible to others before that commit; a rollback leaves no gap.
-    """
-    if not payloads:
-        return []
-    seq, prev = await _lock_log(conn)
-    now = datetime.now(UTC)
-    appended: list[Event] = []
+    """The events that extend the chain at ``head`` with ``payloads`` (no I/O)."""
+    now = at or datetime.now(UTC)
+    seq, prev = head.seq, head.hash
+    chained: list[Event] = []
     for payload in payloads:
         seq += 1
         body = payload.to_cbor()
         event_type = str(payload.TYPE)
         digest = chain_hash(prev, event_type, body)
-        appended.append(
+        chained.append(
             Event(
                 seq=seq,
                 id=uuid.uuid4(),
@@ -149,24 +158,43 @@ async def append(
             )
         )
         prev = digest
-    await conn.execute(
-        events.insert(),
-        [
-            {
-                "seq": e.seq,
-                "id": e.id,
-                "type": e.type,
-                "occurred_at": e.occurred_at,
-                "actor": e.actor,
-                "payload": e.payload,
-                "prev_hash": e.prev_hash,
-                "hash": e.hash,
-            }
-            for e in appended
-        ],
-    )
-    await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(appended[-1].seq))))
+    return chained
+
+
+async def append(
+    conn: AsyncConnection, head: LogHead, payloads: Sequence[EventPayload], *, actor: str
+) -> list[Event]:
+    """Insert events after ``head`` in the caller's transaction; return them with seq and hash.
+
+    ``head`` must come from ``lock_log`` in this transaction (or from the
+    previous append in it). The caller commits after applying the events to
+    the views; nothing is visible to others before that, and a rollback
+    leaves no gap.
+    """
+    appended = chain_events(head, payloads, actor=actor)
+    if appended:
+        await conn.execute(
+            events.insert(),
+            [
+                {
+                    "seq": e.seq,
+                    "id": e.id,
+                    "type": e.type,
+                    "occurred_at": e.occurred_at,
+                    "actor": e.actor,
+                    "payload": e.payload,
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+                for e in appended
+            ],
+        )
     return appended
+
+
+async def notify(conn: AsyncConnection, seq: int) -> None:
+    """Wake followers when the caller's transaction commits (payload: the newest seq)."""
+    await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(seq))))
 
 
 async def last_seq(conn: AsyncConnection) -> int:

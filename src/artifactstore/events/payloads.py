@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
 from artifactstore.cbor import decode_canonical, encode_canonical
 from artifactstore.errors import IntegrityError
 from artifactstore.events.types import EventType
+
+if TYPE_CHECKING:
+    from artifactstore.digests import BlobDigests
 
 __all__ = [
     "BlobStored",
@@ -65,6 +68,11 @@ class BlobStored(_Payload):
     size: int
     backend: str
     key: str
+
+    @classmethod
+    def copy_of(cls, digests: BlobDigests, backend: str, key: str) -> Self:
+        """The event for a copy of the blob ``digests`` names, at ``key`` on ``backend``."""
+        return cls(digests.sha256.raw, digests.blake3.raw, digests.size, backend, key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,31 +1,85 @@
-"""Recording: append events and fold them into the views in one transaction.
+"""Journal transactions: append events and fold them into the views atomically.
 
 The only place that joins ``events`` (the log) and ``views`` (its readers), so
-neither package imports the other. Every write of the registry goes through
-``record``; a read after it returns sees the change (DESIGN section 2).
+neither package imports the other, and the only way the code takes the log
+lock (``events.lock_log``). Every write of the registry is one
+``async with transaction(engine, actor=...) as tx`` block; a read after it
+returns sees the change (DESIGN section 2).
+
+The lock lasts until COMMIT and serialises every appender on every replica,
+so a transaction holds nothing else: callers validate, encode, hash, read
+(possibly stale) rows and write storage *before* they open it, and do
+inside it only the re-checks that must be atomic with the append (one
+statement each, e.g. ``readable_copies``), the append and the view updates.
 """
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from artifactstore import views
-from artifactstore.events import append
+from artifactstore.events import LogHead, append, lock_log, notify
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Iterable
 
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from artifactstore.events import Event, EventPayload
+    from artifactstore.events import BlobStored, Event, EventPayload
 
-__all__ = ["record"]
+__all__ = ["JournalTransaction", "transaction"]
 
 
-async def record(
-    conn: AsyncConnection, payloads: Sequence[EventPayload], *, actor: str
-) -> list[Event]:
-    """Append ``payloads`` and apply them to the views, in the caller's transaction."""
-    appended = await append(conn, payloads, actor=actor)
-    await views.apply_all(conn, appended)
-    return appended
+class JournalTransaction:
+    """One open transaction holding the log lock: re-checks, then appends."""
+
+    def __init__(self, conn: AsyncConnection, head: LogHead, actor: str) -> None:
+        self.conn = conn
+        self.actor = actor
+        self._head = head
+        self.appended: list[Event] = []
+
+    async def record(self, *payloads: EventPayload) -> list[Event]:
+        """Append ``payloads`` after the head and apply them to the views."""
+        if not payloads:
+            return []
+        new = await append(self.conn, self._head, payloads, actor=self.actor)
+        await views.apply_all(self.conn, new)
+        self._head = LogHead(new[-1].seq, new[-1].hash)
+        self.appended.extend(new)
+        return new
+
+    async def record_copies(self, copies: Iterable[BlobStored]) -> list[BlobStored]:
+        """Record each copy that no readable location records yet; return those recorded.
+
+        The check runs under the lock, so two writers of one blob record its
+        copy once: the loser's object is the same content-addressed object
+        (it must never delete it), and its event is dropped here.
+        """
+        wanted = list(copies)
+        if not wanted:
+            return []
+        held = await views.readable_copies(self.conn, [(c.sha256, c.backend) for c in wanted])
+        fresh: list[BlobStored] = []
+        for copy in wanted:
+            if (copy.sha256, copy.backend) in held:
+                continue
+            held.add((copy.sha256, copy.backend))
+            fresh.append(copy)
+        await self.record(*fresh)
+        return fresh
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine, *, actor: str) -> AsyncIterator[JournalTransaction]:
+    """Open a transaction, take the log lock, and commit what was recorded on exit.
+
+    An exception inside the block rolls everything back: no event, no view
+    change, no gap in ``seq``.
+    """
+    async with engine.begin() as conn:
+        tx = JournalTransaction(conn, await lock_log(conn), actor)
+        yield tx
+        if tx.appended:
+            await notify(conn, tx.appended[-1].seq)

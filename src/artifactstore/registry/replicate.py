@@ -27,7 +27,7 @@ from artifactstore.db.tables import blobs, storage_locations
 from artifactstore.digests import BlobDigests, Digest
 from artifactstore.errors import ArtifactStoreError, ConfigError
 from artifactstore.events import BlobStored
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 from artifactstore.registry.verify import Finding
 from artifactstore.views import LocationState
 
@@ -188,20 +188,8 @@ async def _copy_one(
         except ArtifactStoreError as exc:
             reasons.append(f"{name}: {' '.join(exc.message.split())}")
             continue
-        async with registry.engine.begin() as conn:
-            await record(
-                conn,
-                [
-                    BlobStored(
-                        sha256=sha.raw,
-                        blake3=cand.digests.blake3.raw,
-                        size=cand.digests.size,
-                        backend=to,
-                        key=info.key,
-                    )
-                ],
-                actor=actor,
-            )
+        async with transaction(registry.engine, actor=actor) as tx:
+            await tx.record_copies([BlobStored.copy_of(cand.digests, to, info.key)])
         report.copied += 1
         report.bytes += cand.digests.size
         return

@@ -3,11 +3,12 @@
 No HTTP and no S3 vocabulary here: the REST API, the S3 gateway and the CLI
 all call this. Errors are the typed exceptions of ``artifactstore.errors``;
 each edge maps them to its own statuses. Every state change is an event
-recorded through ``journal.record``, in the same transaction as its views.
+recorded in a ``journal.transaction``, in the same transaction as its views.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Self
 
 import sqlalchemy as sa
@@ -22,12 +23,12 @@ from artifactstore.errors import (
     SizeMismatchError,
     VersionConflictError,
 )
-from artifactstore.events import BlobStored, EventPayload, PackagePublished, PackageYanked
+from artifactstore.events import BlobStored, PackagePublished, PackageYanked
 from artifactstore.manifest import Manifest, decode_manifest, encode_manifest
 from artifactstore.registry import queries
 from artifactstore.registry.blobstore import BlobStore
 from artifactstore.registry.ingest import Expected, Staging, check_expected
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 from artifactstore.registry.records import (
     BlobRecord,
     FileRecord,
@@ -52,6 +53,7 @@ __all__ = ["Registry"]
 SYSTEM_ACTOR = "system"
 _IN_BATCH = 1000
 STALE_STAGING_SECONDS = 24 * 3600
+_HASH_INLINE_BYTES = 256 * 1024  # hashed on the event loop below this, in a thread above
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
@@ -171,6 +173,39 @@ class Registry(AsyncCloseable):
             actor=actor,
         )
 
+    async def put_small(
+        self,
+        data: bytes,
+        *,
+        expected: Expected | None = None,
+        producer: str | None = None,
+        retention_class: str | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> tuple[BlobRecord, bool]:
+        """Store an in-memory blob in one step; ``(blob, created)``.
+
+        The path of ``POST /v1/blobs`` (DESIGN section 10): no session and no
+        staged file. ``created`` is False when every routed backend already
+        held a readable copy. A digest that disagrees with ``expected``
+        stores nothing and records nothing.
+
+        Raises:
+            DigestMismatchError, SizeMismatchError.
+        """
+        digests = (
+            hash_bytes(data)
+            if len(data) <= _HASH_INLINE_BYTES
+            else await asyncio.to_thread(hash_bytes, data)
+        )
+        check_expected(digests, expected or Expected())
+        targets = self.store.targets(producer=producer, retention_class=retention_class)
+        copies = await self._store_small(data, digests, targets)
+        recorded: list[BlobStored] = []
+        if copies:
+            async with transaction(self.engine, actor=actor) as tx:
+                recorded = await tx.record_copies(copies)
+        return await self.blob(digests.sha256), bool(recorded)
+
     async def find_by_blake3(self, blake3: Digest) -> Digest | None:
         """The sha256 of the blob recorded with this blake3, if any (readable or not)."""
         async with self.engine.connect() as conn:
@@ -214,20 +249,12 @@ class Registry(AsyncCloseable):
                 if name in readable and await self.store.backend(name).head(sha) is not None:
                     continue
                 todo.append(name)
-            stored: list[EventPayload] = []
+            stored: list[BlobStored] = []
             for i, name in enumerate(todo):
                 info = await self.store.backend(name).put_file(
                     sha, path, consume=i == len(todo) - 1
                 )
-                stored.append(
-                    BlobStored(
-                        sha256=sha.raw,
-                        blake3=digests.blake3.raw,
-                        size=digests.size,
-                        backend=name,
-                        key=info.key,
-                    )
-                )
+                stored.append(BlobStored.copy_of(digests, name, info.key))
         except (DigestMismatchError, SizeMismatchError):
             path.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata call
             raise
@@ -237,8 +264,8 @@ class Registry(AsyncCloseable):
             raise
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - gone already when consumed
         if stored:
-            async with self.engine.begin() as conn:
-                await record(conn, stored, actor=actor)
+            async with transaction(self.engine, actor=actor) as tx:
+                await tx.record_copies(stored)
         return await self.blob(sha)
 
     async def ensure_copies(
@@ -287,20 +314,8 @@ class Registry(AsyncCloseable):
                 raise BlobNotFoundError(f"no readable copy of {sha} to copy", sha256=sha.hex)
             for target in missing_targets:
                 info = await self.store.copy(sha, sizes[raw], sources[0], target)
-                async with self.engine.begin() as conn:
-                    await record(
-                        conn,
-                        [
-                            BlobStored(
-                                sha256=raw,
-                                blake3=sizes[raw].blake3.raw,
-                                size=sizes[raw].size,
-                                backend=target,
-                                key=info.key,
-                            )
-                        ],
-                        actor=actor,
-                    )
+                async with transaction(self.engine, actor=actor) as tx:
+                    await tx.record_copies([BlobStored.copy_of(sizes[raw], target, info.key)])
                 made += 1
         return made
 
@@ -341,55 +356,42 @@ class Registry(AsyncCloseable):
         # The manifest is a blob too; its copies are recorded in the same
         # transaction as the publish, so one commit makes both visible.
         manifest_copies = await self._store_small(data, manifest_digests, targets)
-        async with self.engine.begin() as conn:
-            # Take the log lock first so the existence check and the append
-            # are one atomic step against concurrent publishers.
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        async with transaction(self.engine, actor=actor) as tx:
+            # Under the log lock the existence check and the append are one
+            # atomic step against concurrent publishers.
             try:
-                current = await queries.get_version(conn, parsed.package, parsed.version)
+                current = await queries.get_version(tx.conn, parsed.package, parsed.version)
             except LookupError:
                 current = None
             if current is not None:
                 return self._same_or_conflict(current, parsed, manifest_sha)
-            await record(
-                conn,
-                [
-                    *manifest_copies,
-                    PackagePublished(
-                        package=parsed.package,
-                        version=parsed.version,
-                        manifest_sha256=manifest_sha.raw,
-                        manifest=data,
-                        producer=producer,
-                        retention_class=retention_class,
-                    ),
-                ],
-                actor=actor,
+            await tx.record_copies(manifest_copies)
+            await tx.record(
+                PackagePublished(
+                    package=parsed.package,
+                    version=parsed.version,
+                    manifest_sha256=manifest_sha.raw,
+                    manifest=data,
+                    producer=producer,
+                    retention_class=retention_class,
+                )
             )
         return PublishResult(manifest_sha256=manifest_sha, created=True)
 
     async def _store_small(
         self, data: bytes, digests: BlobDigests, targets: tuple[str, ...]
-    ) -> list[EventPayload]:
+    ) -> list[BlobStored]:
         """Put in-memory bytes on every target lacking a copy; the events to record for them."""
         async with self.engine.connect() as conn:
             readable = set(await self.store.readable_backends(conn, digests.sha256))
-        stored: list[EventPayload] = []
+        stored: list[BlobStored] = []
         for name in targets:
             if name in readable:
                 continue
             info = await self.store.backend(name).put_stream(
                 digests.sha256, _one_chunk(data), digests.size
             )
-            stored.append(
-                BlobStored(
-                    sha256=digests.sha256.raw,
-                    blake3=digests.blake3.raw,
-                    size=digests.size,
-                    backend=name,
-                    key=info.key,
-                )
-            )
+            stored.append(BlobStored.copy_of(digests, name, info.key))
         return stored
 
     async def _existing_publish(self, parsed: Manifest, sha: Digest) -> PublishResult | None:
@@ -446,16 +448,11 @@ class Registry(AsyncCloseable):
         Raises:
             VersionNotFoundError: no such version.
         """
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
-            current = await queries.get_version(conn, package, version)
+        async with transaction(self.engine, actor=actor) as tx:
+            current = await queries.get_version(tx.conn, package, version)
             if not current.yanked:
-                await record(
-                    conn,
-                    [PackageYanked(package=package, version=version, reason=reason)],
-                    actor=actor,
-                )
-            return await queries.get_version(conn, package, version)
+                await tx.record(PackageYanked(package=package, version=version, reason=reason))
+            return await queries.get_version(tx.conn, package, version)
 
     async def package(self, name: str) -> PackageRecord:
         """One package (raises ``PackageNotFoundError``)."""

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from artifactstore.db.tables import api_tokens
 from artifactstore.errors import ConflictError, InvalidInputError, NotFoundError
 from artifactstore.events import TokenCreated, TokenRevoked
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -68,14 +68,13 @@ class Tokens:
         if scope not in SCOPES:
             raise InvalidInputError(f"scope must be one of {', '.join(SCOPES)}", scope=scope)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
-            taken = await conn.scalar(sa.select(api_tokens.c.name).where(api_tokens.c.name == name))
+        async with transaction(self.engine, actor=actor) as tx:
+            taken = await tx.conn.scalar(
+                sa.select(api_tokens.c.name).where(api_tokens.c.name == name)
+            )
             if taken is not None:
                 raise ConflictError(f"a token named {name!r} exists", name=name)
-            await record(
-                conn, [TokenCreated(name=name, scope=scope, token_hash=_hash(token))], actor=actor
-            )
+            await tx.record(TokenCreated(name=name, scope=scope, token_hash=_hash(token)))
         return token
 
     async def revoke(self, name: str, *, actor: str) -> None:
@@ -84,15 +83,14 @@ class Tokens:
         Raises:
             NotFoundError: no token has this name.
         """
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        async with transaction(self.engine, actor=actor) as tx:
             row = (
-                await conn.execute(sa.select(api_tokens).where(api_tokens.c.name == name))
+                await tx.conn.execute(sa.select(api_tokens).where(api_tokens.c.name == name))
             ).first()
             if row is None:
                 raise NotFoundError(f"no token named {name!r}", name=name)
             if not row.revoked:
-                await record(conn, [TokenRevoked(name=name)], actor=actor)
+                await tx.record(TokenRevoked(name=name))
 
     async def list(self) -> list[TokenInfo]:
         """Every token by name, revoked ones included."""

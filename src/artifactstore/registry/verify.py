@@ -6,7 +6,7 @@ sha256, ``deleted`` copies skipped), streams each object back through the
 backend, recomputes sha256 and blake3 in one pass (``DualHasher``, hashing
 off the event loop so several objects verify at once) and compares them and
 the size with the ``blobs`` view. Each location gets one event, appended in
-small transactions through ``journal.record``:
+small journal transactions (``journal.transaction``):
 
 * ``v1.storage.location_verified`` - both digests and the size matched (a
   copy that was ``failed`` or ``missing`` becomes ``verified`` again, which
@@ -38,7 +38,7 @@ from artifactstore.errors import (
     BlobNotFoundError,
 )
 from artifactstore.events import LocationFailed, LocationMissing, LocationVerified
-from artifactstore.registry.journal import record
+from artifactstore.registry.journal import transaction
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
@@ -293,8 +293,8 @@ class _BackendPass:
             del self.pending[:]
             if not batch:
                 return
-            async with self.registry.engine.begin() as conn:
-                await record(conn, [o.payload for o in batch], actor=self.actor)
+            async with transaction(self.registry.engine, actor=self.actor) as tx:
+                await tx.record(*(o.payload for o in batch))
             for o in batch:
                 _count(self.report, self.backend.name, o)
 

@@ -26,7 +26,7 @@ from artifactstore.events.payloads import (
     TokenCreated,
     TokenRevoked,
 )
-from artifactstore.views.blobs import LocationState, apply_blob_event
+from artifactstore.views.blobs import LocationState, apply_blob_event, readable_copies
 from artifactstore.views.packages import apply_package_event
 from artifactstore.views.tokens import apply_token_event
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["LocationState", "apply", "apply_all", "replay", "snapshot"]
+__all__ = ["LocationState", "apply", "apply_all", "readable_copies", "replay", "snapshot"]
 
 
 async def apply(conn: AsyncConnection, event: Event) -> None:

@@ -23,11 +23,13 @@ from artifactstore.events.payloads import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from artifactstore.events.log import Event
 
-__all__ = ["LocationState", "apply_blob_event"]
+__all__ = ["LocationState", "apply_blob_event", "readable_copies"]
 
 
 class LocationState:
@@ -100,3 +102,18 @@ async def apply_blob_event(
         )
         .values(**values)
     )
+
+
+async def readable_copies(
+    conn: AsyncConnection, copies: Sequence[tuple[bytes, str]]
+) -> set[tuple[bytes, str]]:
+    """Which of ``(sha256, backend)`` have a readable location, in one statement."""
+    if not copies:
+        return set()
+    rows = await conn.execute(
+        sa.select(storage_locations.c.sha256, storage_locations.c.backend).where(
+            sa.tuple_(storage_locations.c.sha256, storage_locations.c.backend).in_(list(copies)),
+            storage_locations.c.state.in_(LocationState.READABLE),
+        )
+    )
+    return {(bytes(r.sha256), r.backend) for r in rows}
