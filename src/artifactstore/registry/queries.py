@@ -1,5 +1,8 @@
 """Read-side look-ups over the views: blobs, packages, versions, files.
 
+``held_blobs`` answers a whole batch of "is this blob here?" in one statement
+(``POST /v1/blobs/exists``, DESIGN section 10).
+
 Lists are keyset-paginated (``WHERE key > :last ORDER BY key LIMIT n``) with
 opaque cursors, never OFFSET, so page n costs what page 1 costs. Absent things
 raise the ``NotFoundError`` family; nothing here writes.
@@ -13,6 +16,7 @@ import json
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from artifactstore.db.tables import (
     blobs,
@@ -21,7 +25,7 @@ from artifactstore.db.tables import (
     packages,
     storage_locations,
 )
-from artifactstore.digests import Digest
+from artifactstore.digests import BlobDigests, Digest
 from artifactstore.errors import (
     BlobNotFoundError,
     FileNotInVersionError,
@@ -37,9 +41,14 @@ from artifactstore.registry.records import (
     Page,
     VersionRecord,
 )
+from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from artifactstore.registry.ingest import Expected
 
 __all__ = [
     "MAX_PAGE",
@@ -49,6 +58,7 @@ __all__ = [
     "get_file",
     "get_package",
     "get_version",
+    "held_blobs",
     "list_files",
     "list_packages",
     "list_versions",
@@ -56,6 +66,7 @@ __all__ = [
 ]
 
 MAX_PAGE = 1000
+_BYTEA_ARRAY = pg.ARRAY(sa.LargeBinary)
 
 
 def encode_cursor(*parts: str) -> str:
@@ -93,6 +104,64 @@ async def sha256_of_blake3(conn: AsyncConnection, blake3: Digest) -> Digest | No
     """The sha256 of the blob whose blake3 is ``blake3``, or None when none is recorded."""
     raw = await conn.scalar(sa.select(blobs.c.sha256).where(blobs.c.blake3 == blake3.raw).limit(1))
     return None if raw is None else Digest("sha256", bytes(raw))
+
+
+async def held_blobs(
+    conn: AsyncConnection, wanted: Sequence[Expected], targets: Sequence[str]
+) -> list[BlobDigests | None]:
+    """For each entry, in order, the blob it names if held readable on every target, else None.
+
+    An entry names a blob by sha256, blake3 or both (every digest and size
+    given must agree with the blob). One statement for the whole batch: the
+    entries go in as arrays, each is looked up through the primary key or
+    ``ix_blobs_blake3``, and a blob counts only when each of ``targets`` has
+    a ``stored`` or ``verified`` location for it.
+    """
+    if not wanted:
+        return []
+    entries = (
+        sa.func.unnest(
+            sa.bindparam("i", list(range(len(wanted))), type_=pg.ARRAY(sa.Integer)),
+            sa.bindparam(
+                "s", [w.sha256.raw if w.sha256 else None for w in wanted], type_=_BYTEA_ARRAY
+            ),
+            sa.bindparam(
+                "b", [w.blake3.raw if w.blake3 else None for w in wanted], type_=_BYTEA_ARRAY
+            ),
+            sa.bindparam("n", [w.size for w in wanted], type_=pg.ARRAY(sa.BigInteger)),
+        )
+        .table_valued("i", "sha256", "blake3", "size", name="wanted")
+        .render_derived()
+    )
+    named = sa.union_all(
+        sa.select(blobs).where(blobs.c.sha256 == entries.c.sha256),
+        sa.select(blobs).where(entries.c.sha256.is_(None), blobs.c.blake3 == entries.c.blake3),
+    ).lateral("found")
+    loc = storage_locations
+    copies = (
+        sa.select(sa.func.count())
+        .where(
+            loc.c.sha256 == named.c.sha256,
+            loc.c.backend.in_(list(targets)),
+            loc.c.state.in_(LocationState.READABLE),
+        )
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(entries.c.i, named.c.sha256, named.c.blake3, named.c.size)
+        .select_from(entries.join(named, sa.true()))
+        .where(
+            sa.or_(entries.c.blake3.is_(None), named.c.blake3 == entries.c.blake3),
+            sa.or_(entries.c.size.is_(None), named.c.size == entries.c.size),
+            copies == len(set(targets)),
+        )
+    )
+    found: list[BlobDigests | None] = [None] * len(wanted)
+    for row in await conn.execute(query):
+        found[row.i] = BlobDigests(
+            Digest("sha256", bytes(row.sha256)), Digest("blake3", bytes(row.blake3)), row.size
+        )
+    return found
 
 
 async def get_blob(conn: AsyncConnection, sha256: Digest) -> BlobRecord:
