@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from artifactstore.db.engine import reading
+from artifactstore.db.engine import autocommit
 from artifactstore.digests import BlobDigests, Digest, hash_bytes
 from artifactstore.errors import (
     BlobNotFoundError,
@@ -65,7 +65,7 @@ async def publish(
         parsed, data = manifest, encode_manifest(manifest)
     digests = hash_bytes(data)
     wanted = [f.sha256.raw for f in parsed.files]
-    async with reading(registry.engine) as conn:
+    async with autocommit(registry.engine) as conn:
         current = await queries.find_version(conn, parsed.package, parsed.version)
         if current is not None:
             return same_or_conflict(current, parsed, digests.sha256)
