@@ -62,6 +62,7 @@ __all__ = [
     "NonCanonicalCborError",
     "NotFoundError",
     "PackageNotFoundError",
+    "ReplayInProgressError",
     "SizeMismatchError",
     "TooLargeError",
     "UnauthorizedError",
@@ -136,6 +137,12 @@ class UploadOffsetMismatchError(ConflictError):
     """Raised when a chunk does not start at the session's current offset."""
 
     code = "offset_mismatch"
+
+
+class ReplayInProgressError(ConflictError):
+    """Raised when ``events replay`` starts while another replay of the views runs."""
+
+    code = "replay_in_progress"
 
 
 class InvalidInputError(ArtifactStoreError, ValueError):

@@ -22,7 +22,7 @@ from artifactstore.views.packages import PackageFold
 from artifactstore.views.tokens import TokenFold
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -90,11 +90,13 @@ async def fold_log(
     after: int,
     until: int | None = None,
     batch: int = FOLD_BATCH,
+    progress: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Fold the events ``after < seq <= until`` (or to the end) in batches; return the last seq.
 
     Memory stays bounded by ``batch`` events and their rows, whatever the
-    length of the log.
+    length of the log. ``progress`` is awaited after each batch with the
+    last seq folded (the online replay's tests pause there).
     """
     position = after
     while until is None or position < until:
@@ -106,6 +108,8 @@ async def fold_log(
         fold.extend(page)
         await fold.flush(conn, targets)
         position = page[-1].seq
+        if progress is not None:
+            await progress(position)
         if len(page) < limit:
             break
     return position
