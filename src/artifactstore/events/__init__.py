@@ -5,7 +5,6 @@ This package never imports ``views``: views consume events, not the reverse.
 
 from artifactstore.events.log import (
     GENESIS_HASH,
-    ChainReport,
     Event,
     LogHead,
     append,
@@ -16,7 +15,6 @@ from artifactstore.events.log import (
     lock_log,
     notify,
     read_events,
-    verify_chain,
 )
 from artifactstore.events.payloads import (
     BlobStored,
@@ -32,6 +30,7 @@ from artifactstore.events.payloads import (
     decode_payload,
 )
 from artifactstore.events.types import EventType
+from artifactstore.events.verify import ChainReport, verify_chain
 
 __all__ = [
     "GENESIS_HASH",
