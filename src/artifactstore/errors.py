@@ -71,6 +71,7 @@ __all__ = [
     "UploadOffsetMismatchError",
     "VersionConflictError",
     "VersionNotFoundError",
+    "ViewsBusyError",
 ]
 
 
@@ -239,6 +240,12 @@ class DatabaseUnavailableError(UnavailableError):
     """Raised when PostgreSQL cannot be reached or started."""
 
     code = "database_unavailable"
+
+
+class ViewsBusyError(UnavailableError):
+    """Raised when a replay's swap waited too long for readers holding a view table."""
+
+    code = "views_busy"
 
 
 class AuthError(ArtifactStoreError):

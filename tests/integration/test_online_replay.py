@@ -16,15 +16,20 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from artifactstore import views
 from artifactstore.db.tables import VIEW_TABLES, metadata
-from artifactstore.errors import ReplayInProgressError
+from artifactstore.digests import hash_bytes
+from artifactstore.errors import ReplayInProgressError, ViewsBusyError
 from artifactstore.events import BlobStored, LocationVerified, TokenCreated
+from artifactstore.manifest import ManifestFile, build_manifest
 from artifactstore.registry.journal import transaction
 from artifactstore.registry.rebuild import rebuild_views
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import httpx
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from artifactstore.registry import Registry
 
 HANG_GUARD_SECONDS = 120.0  # a deadlock guard, not a timing assertion
 BATCH = 5
@@ -33,6 +38,8 @@ _WRITER = """
 import asyncio, sys
 from sqlalchemy.ext.asyncio import create_async_engine
 from artifactstore.events import BlobStored
+from artifactstore.manifest import ManifestFile, build_manifest
+from artifactstore.registry import Registry
 from artifactstore.registry.journal import transaction
 
 async def main(url, tag, count):
@@ -107,6 +114,30 @@ async def test_replay_rebuilds_emptied_views_and_keeps_the_schema(engine: AsyncE
     assert await _schema(engine) == schema
     async with engine.connect() as conn:
         assert await conn.run_sync(_alembic_diff) == []
+
+
+async def _publish(registry: Registry, version: str) -> None:
+    data = f"content {version}".encode()
+    d = hash_bytes(data)
+    await registry.ingest_bytes(data)
+    entry = ManifestFile(path="f.txt", size=d.size, sha256=d.sha256, blake3=d.blake3)
+    await registry.publish(build_manifest("demo", version, [entry], {}))
+
+
+async def test_server_reads_and_writes_across_a_swap(
+    api: httpx.AsyncClient, registry: Registry
+) -> None:
+    """A running app's pooled connections read and write the swapped-in views."""
+    await _publish(registry, "1.0")
+    before = await api.get("/v1/packages/demo")
+    assert before.status_code == 200
+    await rebuild_views(registry.engine)
+    after = await api.get("/v1/packages/demo")
+    assert after.json() == before.json()
+    await _publish(registry, "2.0")
+    versions = (await api.get("/v1/packages/demo")).json()["versions"]
+    assert [v["version"] for v in versions] == ["1.0", "2.0"]
+    assert (await api.get("/v1/packages/demo/versions/2.0")).status_code == 200
 
 
 async def test_writers_append_while_replay_is_midway(
@@ -210,6 +241,24 @@ async def test_second_concurrent_replay_fails_cleanly(engine: AsyncEngine) -> No
     assert caught
     assert caught[0].code == "replay_in_progress"
     assert report.events == 21
+
+
+async def test_swap_gives_up_on_a_reader_holding_a_view(engine: AsyncEngine) -> None:
+    """A transaction reading a view makes the swap give up with views_busy, changing nothing."""
+    await _seed(engine, 5)
+    before = await _live(engine)
+    async with engine.connect() as reader, reader.begin():
+        await reader.execute(sa.text("SELECT count(*) FROM package_files"))
+        async with engine.begin() as conn:
+            for table in VIEW_TABLES:
+                if table.name != "package_files":
+                    await conn.execute(sa.delete(table))
+        emptied = await _live(engine)
+        with pytest.raises(ViewsBusyError):
+            await asyncio.wait_for(rebuild_views(engine), HANG_GUARD_SECONDS)
+        assert await _live(engine) == emptied
+    await rebuild_views(engine)
+    assert await _live(engine) == before
 
 
 def _config(tmp_path: Path, database_url: str) -> Path:

@@ -95,8 +95,12 @@ async def swap(conn: AsyncConnection, tables: Sequence[sa.Table]) -> None:
     """Replace each table by its shadow, index names included, in the caller's transaction.
 
     Nothing is visible to other sessions before the caller commits; a
-    rollback leaves the live tables as they were.
+    rollback leaves the live tables as they were. Every live table is locked
+    first in one statement, so the caller's ``lock_timeout`` bounds the
+    whole wait for readers, not each table's.
     """
+    every = ", ".join(_quoted(table.name) for table in tables)
+    await conn.execute(sa.text(f"LOCK TABLE {every} IN ACCESS EXCLUSIVE MODE"))
     for table in tables:
         live, shadow = table.name, shadow_of(table)
         names = await _indexes(conn, live)

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
 from artifactstore.db import shadow
 from artifactstore.db.tables import VIEW_TABLES
-from artifactstore.errors import ReplayInProgressError
+from artifactstore.errors import ReplayInProgressError, ViewsBusyError
 from artifactstore.events import last_seq, lock_log
 from artifactstore.views import FOLD_BATCH, fold_log
 
@@ -50,6 +51,7 @@ SMALL_LAG = 2_000
 """Events behind the head at which the locked catch-up starts (a fraction of a second)."""
 SWAP_LOCK_TIMEOUT = "2s"
 """How long the swap waits for a reader's lock on a view before the replay gives up."""
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,20 @@ async def _catch_up(
         rounds += 1
 
 
+async def _swap(conn: AsyncConnection) -> None:
+    """Swap the shadows in, waiting at most ``SWAP_LOCK_TIMEOUT`` for readers of the views."""
+    await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+    try:
+        await shadow.swap(conn, VIEW_TABLES)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise ViewsBusyError(
+            f"a reader held a view table for more than {SWAP_LOCK_TIMEOUT};"
+            " nothing changed, run the replay again"
+        ) from exc
+
+
 async def rebuild_views(
     engine: AsyncEngine,
     *,
@@ -96,6 +112,8 @@ async def rebuild_views(
 
     Raises:
         ReplayInProgressError: another replay holds the advisory lock.
+        ViewsBusyError: a reader held a view longer than ``SWAP_LOCK_TIMEOUT``
+            at the swap (everything rolled back).
     """
     async with engine.connect() as conn:
         tx = await conn.begin()
@@ -115,8 +133,7 @@ async def rebuild_views(
                 differ = await shadow.differing(conn, VIEW_TABLES)
                 await tx.rollback()
             else:
-                await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
-                await shadow.swap(conn, VIEW_TABLES)
+                await _swap(conn)
                 await tx.commit()
             locked = time.monotonic() - locked_at
         finally:
