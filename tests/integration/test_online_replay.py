@@ -267,6 +267,60 @@ def _config(tmp_path: Path, database_url: str) -> Path:
     return path
 
 
+async def _poll(
+    engine: AsyncEngine, query: str, proc: asyncio.subprocess.Process | None = None
+) -> None:
+    """Wait until ``query`` returns true (a hang guard bounds it, not a timing check)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_GUARD_SECONDS
+    while loop.time() < deadline:
+        async with engine.connect() as conn:
+            if await conn.scalar(sa.text(query)):
+                return
+        if proc is not None and proc.returncode is not None:
+            pytest.fail(f"the replay ended (exit {proc.returncode}) before it was seen folding")
+        await asyncio.sleep(0.02)
+    pytest.fail(f"never true: {query}")
+
+
+async def test_replay_process_killed_midway_leaves_views_intact(
+    engine: AsyncEngine, tmp_path: Path, database_url: str
+) -> None:
+    """A replay process SIGKILLed while folding leaves even a tampered view as it was."""
+    await _seed(engine, 300)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE storage_locations SET key = 'tampered' WHERE sha256 = :s"),
+            {"s": (7).to_bytes(32, "big")},
+        )
+    before = await _live(engine)
+    command = [sys.executable, "-m", "artifactstore.cli", "events", "replay", "--batch", "1"]
+    command += ["--config", str(_config(tmp_path, database_url))]
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await _poll(
+            engine,
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND query LIKE '%\\_replay\" AS t%'",
+            proc,
+        )
+    finally:
+        proc.kill()
+        await proc.wait()
+    await _poll(engine, "SELECT count(*) = 0 FROM pg_locks WHERE locktype = 'advisory'")
+    assert await _live(engine) == before
+    async with engine.connect() as conn:
+        shadows = await conn.scalar(
+            sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_replay'")
+        )
+    assert shadows == 0
+    report = await rebuild_views(engine)
+    assert report.events == 601
+    assert await _live(engine) != before
+
+
 async def test_check_detects_a_tampered_view_row(
     engine: AsyncEngine, tmp_path: Path, database_url: str
 ) -> None:

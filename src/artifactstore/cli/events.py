@@ -201,14 +201,19 @@ def replay_command(
             help="Rebuild beside the live views, compare, change nothing; exit 1 if they differ.",
         ),
     ] = False,
+    batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Events folded per batch (bounds memory; default 20000)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Rebuild every view from the whole event log while the server keeps writing."""
     from artifactstore.registry.rebuild import rebuild_views  # noqa: PLC0415
+    from artifactstore.views import FOLD_BATCH  # noqa: PLC0415
 
     async def run() -> RebuildReport:
         async with database(config) as db:
-            return await rebuild_views(db.engine, check=check)
+            return await rebuild_views(db.engine, check=check, batch=batch or FOLD_BATCH)
 
     report = asyncio.run(run())
     locked = f"{report.locked_events} under the log lock for {report.locked_seconds:.2f} s"
