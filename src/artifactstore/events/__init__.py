@@ -5,7 +5,6 @@ This package never imports ``views``: views consume events, not the reverse.
 
 from artifactstore.events.log import (
     GENESIS_HASH,
-    ChainReport,
     Event,
     LogHead,
     append,
@@ -15,7 +14,6 @@ from artifactstore.events.log import (
     last_seq,
     lock_log,
     read_events,
-    verify_chain,
 )
 from artifactstore.events.payloads import (
     BlobStored,
@@ -31,6 +29,7 @@ from artifactstore.events.payloads import (
     decode_payload,
 )
 from artifactstore.events.types import EventType
+from artifactstore.events.verify import ChainReport, verify_chain
 
 __all__ = [
     "GENESIS_HASH",

@@ -8,7 +8,8 @@ Requirements (DESIGN section 2), in the order the code keeps them:
    ``prev_hash`` is the previous event's ``hash``, even with several
    processes appending at once (see ``lock_log``).
 3. Tamper-evident: ``hash = blake3(prev_hash || type || payload)``; the first
-   ``prev_hash`` is 32 zero bytes. ``verify_chain`` names the first bad seq.
+   ``prev_hash`` is 32 zero bytes. ``events.verify.verify_chain`` names the
+   first bad seq.
 4. Atomic with the views: ``append`` runs in the caller's transaction, so
    the caller applies the new events to the views before it commits.
 
@@ -28,7 +29,6 @@ import blake3
 import sqlalchemy as sa
 
 from artifactstore.db.tables import events, log_head
-from artifactstore.errors import ChainBrokenError
 from artifactstore.events.payloads import EventPayload, decode_payload
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GENESIS_HASH",
     "NOTIFY_CHANNEL",
-    "ChainReport",
     "Event",
     "LogHead",
     "append",
@@ -51,12 +50,11 @@ __all__ = [
     "last_seq",
     "lock_log",
     "read_events",
-    "verify_chain",
 ]
 
 GENESIS_HASH = bytes(32)
 NOTIFY_CHANNEL = "artifactstore_events"
-_VERIFY_BATCH = 5000
+_READ_BATCH = 5000
 
 
 def chain_hash(prev_hash: bytes, event_type: str, payload: bytes) -> bytes:
@@ -216,7 +214,7 @@ async def read_events(
 
 
 async def iter_events(
-    conn: AsyncConnection, *, after: int = 0, batch: int = _VERIFY_BATCH
+    conn: AsyncConnection, *, after: int = 0, batch: int = _READ_BATCH
 ) -> AsyncIterator[Event]:
     """Every event with ``seq > after`` in order, fetched in keyset batches (bounded memory)."""
     position = after
@@ -227,47 +225,3 @@ async def iter_events(
         if len(page) < batch:
             return
         position = page[-1].seq
-
-
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    """The result of a successful chain verification."""
-
-    count: int
-    head_seq: int
-    head_hash: bytes
-
-
-async def verify_chain(conn: AsyncConnection) -> ChainReport:
-    """Re-derive every link of the chain from the stored rows.
-
-    Checks, per event: ``seq`` follows the previous one with no gap,
-    ``prev_hash`` equals the previous event's ``hash``, and ``hash`` equals
-    ``blake3(prev_hash || type || payload)`` of the stored columns.
-
-    Raises:
-        ChainBrokenError: at the first event that fails; ``detail["seq"]`` names it.
-    """
-    expected_seq = 1
-    prev = GENESIS_HASH
-    count = 0
-    async for event in iter_events(conn):
-        if event.seq != expected_seq:
-            raise ChainBrokenError(
-                f"event log has a gap: expected seq {expected_seq}, found {event.seq}",
-                seq=expected_seq,
-            )
-        if event.prev_hash != prev:
-            raise ChainBrokenError(
-                f"seq {event.seq}: prev_hash does not match the hash of seq {event.seq - 1}",
-                seq=event.seq,
-            )
-        if chain_hash(event.prev_hash, event.type, event.payload) != event.hash:
-            raise ChainBrokenError(
-                f"seq {event.seq}: hash does not match its type and payload (edited row)",
-                seq=event.seq,
-            )
-        prev = event.hash
-        expected_seq += 1
-        count += 1
-    return ChainReport(count=count, head_seq=expected_seq - 1, head_hash=prev)
