@@ -11,13 +11,12 @@ It does not repair anything, and it reads nothing but the ``events`` table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import blake3
-import sqlalchemy as sa
 
 from artifactstore.errors import ChainBrokenError
-from artifactstore.events.log import GENESIS_HASH
+from artifactstore.events.log import GENESIS_HASH, driver_of
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,13 +41,6 @@ class ChainReport:
     head_hash: bytes
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``, its transaction (and snapshot) begun."""
-    await conn.execute(sa.select(1))
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
-
-
 async def verify_chain(conn: AsyncConnection, *, page: int = VERIFY_PAGE) -> ChainReport:
     """Re-derive every link of the chain from the stored rows.
 
@@ -60,7 +52,7 @@ async def verify_chain(conn: AsyncConnection, *, page: int = VERIFY_PAGE) -> Cha
     Raises:
         ChainBrokenError: at the first event that fails; ``detail["seq"]`` names it.
     """
-    driver = await _driver(conn)
+    driver = await driver_of(conn)
     statement = await driver.prepare(_PAGE_SQL)
     hasher = blake3.blake3
     expected = 1

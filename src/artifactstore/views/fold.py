@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from artifactstore.db.tables import view_positions
 from artifactstore.events import payloads as p
-from artifactstore.events.log import read_events
+from artifactstore.events.log import fetch_events
 from artifactstore.views.batch import insert_rows
 from artifactstore.views.blobs import BlobFold
 from artifactstore.views.packages import PackageFold
@@ -45,7 +45,7 @@ class Fold:
 
     def add(self, event: Event) -> None:
         """Fold ``event`` (the next in log order) into the pending changes."""
-        data = event.data()
+        data = event.data(trusted=True)
         match data:
             case (
                 p.BlobStored()
@@ -101,7 +101,7 @@ async def fold_log(
     position = after
     while until is None or position < until:
         limit = batch if until is None else min(batch, until - position)
-        page = await read_events(conn, after=position, limit=limit)
+        page = await fetch_events(conn, after=position, limit=limit)
         if not page:
             break
         fold = Fold()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from artifactstore.db.tables import package_files, package_versions, packages
 from artifactstore.events.payloads import PackagePublished, PackageYanked
-from artifactstore.manifest import decode_manifest
+from artifactstore.manifest import trusted_file_entries
 from artifactstore.views.batch import Changes, insert_rows, update_rows
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class PackageFold:
             else:
                 self.yanked_files[key] = True
             return
-        manifest = decode_manifest(data.manifest)
+        entries = trusted_file_entries(data.manifest)
         package = self.packages.get(data.package)
         if package is None:
             self.packages[data.package] = {
@@ -79,8 +79,8 @@ class PackageFold:
             "actor": event.actor,
             "producer": data.producer,
             "retention_class": data.retention_class,
-            "file_count": len(manifest.files),
-            "total_size": sum(f.size for f in manifest.files),
+            "file_count": len(entries),
+            "total_size": sum(f["size"] for f in entries),
             "yanked": False,
             "yanked_at": None,
             "yank_reason": None,
@@ -92,17 +92,17 @@ class PackageFold:
         self.files[key] = [
             {
                 "package": data.package,
-                "key": f"{data.version}/{f.path}",
+                "key": f"{data.version}/{f['path']}",
                 "version": data.version,
-                "path": f.path,
-                "size": f.size,
-                "sha256": f.sha256.raw,
-                "blake3": f.blake3.raw,
-                "media_type": f.media_type,
+                "path": f["path"],
+                "size": f["size"],
+                "sha256": f["sha256"],
+                "blake3": f["blake3"],
+                "media_type": f["media_type"],
                 "published_at": at,
                 "yanked": False,
             }
-            for f in manifest.files
+            for f in entries
         ]
 
     async def flush(self, conn: AsyncConnection, targets: Mapping[str, str]) -> None:
