@@ -7,12 +7,12 @@ from artifactstore.events.log import (
     GENESIS_HASH,
     Event,
     LogHead,
-    append,
     chain_events,
     chain_hash,
     iter_events,
     last_seq,
     lock_log,
+    queue_append,
     read_events,
 )
 from artifactstore.events.payloads import (
@@ -47,13 +47,13 @@ __all__ = [
     "PackageYanked",
     "TokenCreated",
     "TokenRevoked",
-    "append",
     "chain_events",
     "chain_hash",
     "decode_payload",
     "iter_events",
     "last_seq",
     "lock_log",
+    "queue_append",
     "read_events",
     "verify_chain",
 ]

@@ -10,8 +10,9 @@ Requirements (DESIGN section 2), in the order the code keeps them:
 3. Tamper-evident: ``hash = blake3(prev_hash || type || payload)``; the first
    ``prev_hash`` is 32 zero bytes. ``events.verify.verify_chain`` names the
    first bad seq.
-4. Atomic with the views: ``append`` runs in the caller's transaction, so
-   the caller applies the new events to the views before it commits.
+4. Atomic with the views: ``queue_append`` queues the insert in the
+   caller's batch, which holds the view changes of the same events too, and
+   runs in the caller's transaction.
 
 Every insert also ``NOTIFY artifactstore_events`` (the trigger of migration
 0004 sends it; delivered on commit) so followers such as the SSE stream wake
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import sqlalchemy as sa
 
+from artifactstore.db.batch import insert_rows
 from artifactstore.db.tables import events, log_head
 from artifactstore.events.payloads import EventPayload, decode_payload
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from artifactstore.db.batch import StatementBatch
     from artifactstore.events.types import EventType
 
 __all__ = [
@@ -43,7 +46,6 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "Event",
     "LogHead",
-    "append",
     "chain_events",
     "chain_hash",
     "driver_of",
@@ -51,6 +53,7 @@ __all__ = [
     "iter_events",
     "last_seq",
     "lock_log",
+    "queue_append",
     "read_events",
 ]
 
@@ -172,35 +175,31 @@ def chain_events(
     return chained
 
 
-async def append(
-    conn: AsyncConnection, head: LogHead, payloads: Sequence[EventPayload], *, actor: str
-) -> list[Event]:
-    """Insert events after ``head`` in the caller's transaction; return them with seq and hash.
+def queue_append(batch: StatementBatch, appended: Sequence[Event]) -> None:
+    """Queue the insert of ``appended`` (from ``chain_events`` at a locked head) into ``batch``.
 
-    ``head`` must come from ``lock_log`` in this transaction (or from the
-    previous append in it). The caller commits after applying the events to
-    the views; nothing is visible to others before that, and a rollback
-    leaves no gap.
+    The caller runs the batch in the transaction that took ``lock_log``,
+    with the view changes of the same events, and commits; nothing is
+    visible to others before that, and a rollback leaves no gap.
     """
-    appended = chain_events(head, payloads, actor=actor)
-    if appended:
-        await conn.execute(
-            events.insert(),
-            [
-                {
-                    "seq": e.seq,
-                    "id": e.id,
-                    "type": e.type,
-                    "occurred_at": e.occurred_at,
-                    "actor": e.actor,
-                    "payload": e.payload,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in appended
-            ],
-        )
-    return appended
+    insert_rows(
+        batch,
+        events,
+        [
+            {
+                "seq": e.seq,
+                "id": e.id,
+                "type": e.type,
+                "occurred_at": e.occurred_at,
+                "actor": e.actor,
+                "payload": e.payload,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in appended
+        ],
+        {},
+    )
 
 
 async def last_seq(conn: AsyncConnection) -> int:

@@ -84,19 +84,20 @@ async def publish(
         still = await readable_copies(tx.conn, list(pairs | made))
         # Copies written above are recorded whatever happens next: they are
         # good copies of known blobs, and unrecorded they would be orphans.
-        await tx.record_copies(copies, held=still)
+        fresh = await tx.fresh_copies(copies, held=still)
         gone = sorted({raw.hex() for raw, _ in pairs - still - made})
         if current is None and not gone:
-            await tx.record(
-                PackagePublished(
-                    package=parsed.package,
-                    version=parsed.version,
-                    manifest_sha256=digests.sha256.raw,
-                    manifest=data,
-                    producer=producer,
-                    retention_class=retention_class,
-                )
+            published = PackagePublished(
+                package=parsed.package,
+                version=parsed.version,
+                manifest_sha256=digests.sha256.raw,
+                manifest=data,
+                producer=producer,
+                retention_class=retention_class,
             )
+            await tx.record(*fresh, published)
+        else:
+            await tx.record(*fresh)
     if current is not None:
         return same_or_conflict(current, parsed, digests.sha256)
     if gone:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
 from artifactstore.db.tables import blobs, storage_locations
 from artifactstore.events.payloads import (
     BlobStored,
@@ -20,7 +21,6 @@ from artifactstore.events.payloads import (
     LocationMissing,
     LocationVerified,
 )
-from artifactstore.views.batch import Changes, insert_rows, update_rows
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -96,10 +96,10 @@ class BlobFold:
             values |= {"state": LocationState.DELETED, "detail": ""}
         self.locations.update(key, values)
 
-    async def flush(self, conn: AsyncConnection, targets: Mapping[str, str]) -> None:
-        """Write the batch: updates of existing locations first, then new rows."""
-        await update_rows(
-            conn,
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the batch's statements: updates of existing locations first, then new rows."""
+        update_rows(
+            batch,
             storage_locations,
             self.locations,
             targets,
@@ -112,15 +112,15 @@ class BlobFold:
                 "verified_at": _KEEP_VERIFIED.format(new="v"),
             },
         )
-        await insert_rows(
-            conn,
+        insert_rows(
+            batch,
             blobs,
             list(self.blobs.rows.values()),
             targets,
             on_conflict="ON CONFLICT (sha256) DO NOTHING",
         )
-        await insert_rows(
-            conn,
+        insert_rows(
+            batch,
             storage_locations,
             list(self.locations.rows.values()),
             targets,

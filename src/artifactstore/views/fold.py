@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from artifactstore.db.batch import StatementBatch, insert_rows
 from artifactstore.db.tables import view_positions
 from artifactstore.events import payloads as p
 from artifactstore.events.log import fetch_events
-from artifactstore.views.batch import insert_rows
 from artifactstore.views.blobs import BlobFold
 from artifactstore.views.packages import PackageFold
 from artifactstore.views.tokens import TokenFold
@@ -71,11 +71,17 @@ class Fold:
 
     async def flush(self, conn: AsyncConnection, targets: Mapping[str, str]) -> None:
         """Write every pending change to the tables ``targets`` names (default: live)."""
-        await self.blobs.flush(conn, targets)
-        await self.packages.flush(conn, targets)
-        await self.tokens.flush(conn, targets)
-        await insert_rows(
-            conn,
+        batch = StatementBatch()
+        self.collect(batch, targets)
+        await batch.run(conn)
+
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the statements that write every pending change (see ``flush``)."""
+        self.blobs.collect(batch, targets)
+        self.packages.collect(batch, targets)
+        self.tokens.collect(batch, targets)
+        insert_rows(
+            batch,
             view_positions,
             [{"view": view, "last_seq": seq} for view, seq in self.positions.items()],
             targets,

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
 from artifactstore.db.tables import package_files, package_versions, packages
 from artifactstore.events.payloads import PackagePublished, PackageYanked
 from artifactstore.manifest import trusted_file_entries
-from artifactstore.views.batch import Changes, insert_rows, update_rows
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from artifactstore.events.log import Event
 
@@ -105,26 +103,26 @@ class PackageFold:
             for f in entries
         ]
 
-    async def flush(self, conn: AsyncConnection, targets: Mapping[str, str]) -> None:
-        """Write the batch: yanks of existing versions first, then new rows."""
-        await update_rows(
-            conn,
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the batch's statements: yanks of existing versions first, then new rows."""
+        update_rows(
+            batch,
             package_versions,
             self.versions,
             targets,
             match=("package", "version"),
             assign={c: f"v.{c}" for c in ("yanked", "yanked_at", "yank_reason")},
         )
-        await update_rows(
-            conn,
+        update_rows(
+            batch,
             package_files,
             [{"package": k[0], "version": k[1]} for k in self.yanked_files],
             targets,
             match=("package", "version"),
             assign={"yanked": "true"},
         )
-        await insert_rows(
-            conn,
+        insert_rows(
+            batch,
             packages,
             list(self.packages.values()),
             targets,
@@ -134,8 +132,8 @@ class PackageFold:
             ),
         )
         versions = [*self.versions.rows.values(), *self.clashes]
-        await insert_rows(conn, package_versions, versions, targets)
+        insert_rows(batch, package_versions, versions, targets)
         files = [row for rows in self.files.values() for row in rows]
         for start in range(0, len(files), _FILES_PER_STATEMENT):
             chunk = files[start : start + _FILES_PER_STATEMENT]
-            await insert_rows(conn, package_files, chunk, targets)
+            insert_rows(batch, package_files, chunk, targets)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
 from artifactstore.db.tables import api_tokens
 from artifactstore.events.payloads import TokenCreated, TokenRevoked
-from artifactstore.views.batch import Changes, insert_rows, update_rows
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from artifactstore.events.log import Event
 
@@ -47,10 +45,10 @@ class TokenFold:
         else:
             self.tokens.rows[data.name] = row
 
-    async def flush(self, conn: AsyncConnection, targets: Mapping[str, str]) -> None:
-        """Write the batch: revocations of existing tokens first, then new ones."""
-        await update_rows(
-            conn,
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the batch's statements: revocations of existing tokens first, then new ones."""
+        update_rows(
+            batch,
             api_tokens,
             self.tokens,
             targets,
@@ -58,4 +56,4 @@ class TokenFold:
             assign={"revoked": "v.revoked", "revoked_at": "v.revoked_at"},
         )
         rows = [*self.tokens.rows.values(), *self.clashes]
-        await insert_rows(conn, api_tokens, rows, targets)
+        insert_rows(batch, api_tokens, rows, targets)

@@ -160,26 +160,38 @@ async def held_blobs(
 
 
 async def get_blob(conn: AsyncConnection, sha256: Digest) -> BlobRecord:
-    """The blob with its copies.
+    """The blob with its copies (one statement).
 
     Raises:
         BlobNotFoundError: the registry has never stored it.
     """
-    row = (await conn.execute(sa.select(blobs).where(blobs.c.sha256 == sha256.raw))).first()
-    if row is None:
-        raise BlobNotFoundError(f"blob {sha256} not found", sha256=sha256.hex)
-    locs = (
+    sl = storage_locations
+    rows = (
         await conn.execute(
-            sa.select(storage_locations)
-            .where(storage_locations.c.sha256 == sha256.raw)
-            .order_by(storage_locations.c.backend)
+            sa.select(
+                blobs.c.blake3,
+                blobs.c.size,
+                blobs.c.stored_at,
+                sl.c.backend,
+                sl.c.key,
+                sl.c.state,
+                sl.c.detail,
+                sl.c.updated_at,
+                sl.c.verified_at,
+            )
+            .select_from(blobs.outerjoin(sl, sl.c.sha256 == blobs.c.sha256))
+            .where(blobs.c.sha256 == sha256.raw)
+            .order_by(sl.c.backend)
         )
     ).all()
+    if not rows:
+        raise BlobNotFoundError(f"blob {sha256} not found", sha256=sha256.hex)
+    first = rows[0]
     return BlobRecord(
         sha256=sha256,
-        blake3=Digest("blake3", bytes(row.blake3)),
-        size=row.size,
-        stored_at=row.stored_at,
+        blake3=Digest("blake3", bytes(first.blake3)),
+        size=first.size,
+        stored_at=first.stored_at,
         locations=tuple(
             LocationRecord(
                 backend=r.backend,
@@ -189,7 +201,8 @@ async def get_blob(conn: AsyncConnection, sha256: Digest) -> BlobRecord:
                 updated_at=r.updated_at,
                 verified_at=r.verified_at,
             )
-            for r in locs
+            for r in rows
+            if r.backend is not None
         ),
     )
 

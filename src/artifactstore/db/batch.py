@@ -1,4 +1,4 @@
-"""Multi-row statements for folding a batch of events: pending changes and their SQL.
+"""Multi-row statements: pending changes per key, their SQL, and sending many as one.
 
 A batch's changes to one table are collected per primary key in Python
 (``Changes``), in event order, then written with one statement per kind of
@@ -10,11 +10,20 @@ row or fifty thousand.
 
 Statements address a table by name through ``Targets`` (live name -> name
 to write), so the same fold fills the live views or a replay's shadow
-tables. This module knows no event types; ``views.fold`` does.
+tables. They are collected in a ``StatementBatch`` and sent together: the
+statements on distinct tables go as one ``WITH s0 AS (...), s1 AS (...)``
+statement (one round trip, which matters under the log lock: a journal
+transaction's event insert and every view change are one statement). A
+statement on a table already in the group starts the next group, because
+PostgreSQL runs the parts of one statement on one snapshot and they must
+not touch one row twice. This module knows no event types; ``views.fold``
+does.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -24,7 +33,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Changes", "Targets", "insert_rows", "update_rows"]
+__all__ = ["Changes", "StatementBatch", "Targets", "insert_rows", "update_rows"]
 
 K = TypeVar("K")
 
@@ -32,6 +41,7 @@ Targets = dict[str, str]
 """Live table name -> the table a fold writes (absent: the live table itself)."""
 
 _ARRAY_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
+    (sa.Uuid, "uuid"),
     (sa.LargeBinary, "bytea"),
     (sa.BigInteger, "bigint"),
     (sa.Integer, "integer"),
@@ -89,15 +99,61 @@ def _unnest(
     return f"unnest({', '.join(casts)})", params
 
 
-async def insert_rows(
-    conn: AsyncConnection,
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    table: str
+    sql: str
+    params: dict[str, list[Any]]
+
+
+class StatementBatch:
+    """Statements collected in order, sent with as few round trips as is safe."""
+
+    def __init__(self) -> None:
+        self.statements: list[_Statement] = []
+
+    def add(self, table: str, sql: str, params: dict[str, list[Any]]) -> None:
+        """Queue ``sql`` (parameters ``:c0``, ``:c1``, ...) that writes ``table``."""
+        self.statements.append(_Statement(table, sql, params))
+
+    async def run(self, conn: AsyncConnection) -> None:
+        """Execute every statement in order: each group of distinct tables as one."""
+        group: list[_Statement] = []
+        for statement in self.statements:
+            if any(s.table == statement.table for s in group):
+                await _execute(conn, group)
+                group = []
+            group.append(statement)
+        if group:
+            await _execute(conn, group)
+        self.statements.clear()
+
+
+async def _execute(conn: AsyncConnection, group: Sequence[_Statement]) -> None:
+    if len(group) == 1:
+        await conn.execute(sa.text(group[0].sql), group[0].params)
+        return
+    parts: list[str] = []
+    params: dict[str, list[Any]] = {}
+    for i, statement in enumerate(group):
+        renamed = _PARAM.sub(f":s{i}_" + r"\1", statement.sql)
+        parts.append(f"s{i} AS ({renamed})")
+        params.update({f"s{i}_{name}": value for name, value in statement.params.items()})
+    await conn.execute(sa.text(f"WITH {', '.join(parts)} SELECT 1"), params)
+
+
+_PARAM = re.compile(r":(c\d+)\b")
+
+
+def insert_rows(
+    batch: StatementBatch,
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]],
     targets: Mapping[str, str],
     *,
     on_conflict: str = "",
 ) -> None:
-    """Insert ``rows`` (dicts with every column of ``table``) in one statement.
+    """Queue the insert of ``rows`` (dicts with every column of ``table``) as one statement.
 
     ``on_conflict`` is appended as written, e.g. ``ON CONFLICT (k) DO NOTHING``;
     ``t`` is the target table's alias in it.
@@ -109,11 +165,11 @@ async def insert_rows(
     name = _table_name(table, targets)
     # Identifiers come from Table objects and code constants; values are parameters.
     sql = f"INSERT INTO {name} AS t ({', '.join(columns)}) SELECT * FROM {source} {on_conflict}"  # noqa: S608
-    await conn.execute(sa.text(sql), params)
+    batch.add(name, sql, params)
 
 
-async def update_rows(
-    conn: AsyncConnection,
+def update_rows(
+    batch: StatementBatch,
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]] | Changes[Any],
     targets: Mapping[str, str],
@@ -121,7 +177,7 @@ async def update_rows(
     match: Sequence[str],
     assign: Mapping[str, str],
 ) -> None:
-    """``UPDATE`` existing rows from ``rows`` in one statement.
+    """Queue an ``UPDATE`` of existing rows from ``rows`` as one statement.
 
     ``match`` are the columns that find a row; ``assign`` maps each column
     to set to an SQL expression over ``v.<column>`` (the row's value for a
@@ -140,4 +196,4 @@ async def update_rows(
     target = _table_name(table, targets)
     values = f"{source} AS v({', '.join(columns)})"
     sql = f"UPDATE {target} AS t SET {sets} FROM {values} WHERE {where}"  # noqa: S608
-    await conn.execute(sa.text(sql), params)
+    batch.add(target, sql, params)
