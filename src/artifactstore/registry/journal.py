@@ -50,17 +50,23 @@ class JournalTransaction:
         self.appended.extend(new)
         return new
 
-    async def record_copies(self, copies: Iterable[BlobStored]) -> list[BlobStored]:
+    async def record_copies(
+        self, copies: Iterable[BlobStored], *, held: set[tuple[bytes, str]] | None = None
+    ) -> list[BlobStored]:
         """Record each copy that no readable location records yet; return those recorded.
 
         The check runs under the lock, so two writers of one blob record its
         copy once: the loser's object is the same content-addressed object
-        (it must never delete it), and its event is dropped here.
+        (it must never delete it), and its event is dropped here. ``held``
+        passes the answer of a ``views.readable_copies`` made under this lock
+        that covered every copy, saving the statement.
         """
         wanted = list(copies)
         if not wanted:
             return []
-        held = await views.readable_copies(self.conn, [(c.sha256, c.backend) for c in wanted])
+        if held is None:
+            held = await views.readable_copies(self.conn, [(c.sha256, c.backend) for c in wanted])
+        held = set(held)
         fresh: list[BlobStored] = []
         for copy in wanted:
             if (copy.sha256, copy.backend) in held:

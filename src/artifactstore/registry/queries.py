@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from artifactstore.db.tables import (
     packages,
     storage_locations,
 )
-from artifactstore.digests import Digest
+from artifactstore.digests import BlobDigests, Digest
 from artifactstore.errors import (
     BlobNotFoundError,
     FileNotInVersionError,
@@ -37,18 +38,24 @@ from artifactstore.registry.records import (
     Page,
     VersionRecord,
 )
+from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
     "MAX_PAGE",
+    "HeldBlob",
     "decode_cursor",
     "encode_cursor",
+    "find_version",
     "get_blob",
     "get_file",
     "get_package",
     "get_version",
+    "held_blobs",
     "list_files",
     "list_packages",
     "list_versions",
@@ -56,6 +63,7 @@ __all__ = [
 ]
 
 MAX_PAGE = 1000
+_IN_BATCH = 1000  # keys per IN list: well under asyncpg's 32,767 parameters
 
 
 def encode_cursor(*parts: str) -> str:
@@ -93,6 +101,40 @@ async def sha256_of_blake3(conn: AsyncConnection, blake3: Digest) -> Digest | No
     """The sha256 of the blob whose blake3 is ``blake3``, or None when none is recorded."""
     raw = await conn.scalar(sa.select(blobs.c.sha256).where(blobs.c.blake3 == blake3.raw).limit(1))
     return None if raw is None else Digest("sha256", bytes(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBlob:
+    """A recorded blob's digests and the backends holding a readable copy of it."""
+
+    digests: BlobDigests
+    backends: frozenset[str]
+
+
+async def held_blobs(conn: AsyncConnection, raws: Sequence[bytes]) -> dict[bytes, HeldBlob]:
+    """The recorded blobs among ``raws`` (sha256 bytes), one statement per 1,000."""
+    readable = storage_locations.c.state.in_(LocationState.READABLE)
+    found: dict[bytes, HeldBlob] = {}
+    unique = list(dict.fromkeys(raws))
+    for start in range(0, len(unique), _IN_BATCH):
+        rows = await conn.execute(
+            sa.select(
+                blobs.c.sha256,
+                blobs.c.blake3,
+                blobs.c.size,
+                sa.func.array_agg(storage_locations.c.backend).filter(readable).label("backends"),
+            )
+            .select_from(
+                blobs.outerjoin(storage_locations, storage_locations.c.sha256 == blobs.c.sha256)
+            )
+            .where(blobs.c.sha256.in_(unique[start : start + _IN_BATCH]))
+            .group_by(blobs.c.sha256)
+        )
+        for r in rows:
+            raw = bytes(r.sha256)
+            digests = BlobDigests(Digest("sha256", raw), Digest("blake3", bytes(r.blake3)), r.size)
+            found[raw] = HeldBlob(digests, frozenset(r.backends or ()))
+    return found
 
 
 async def get_blob(conn: AsyncConnection, sha256: Digest) -> BlobRecord:
@@ -226,21 +268,27 @@ async def list_versions(
     return Page(items, encode_cursor(items[-1].version) if more else None)
 
 
+async def find_version(conn: AsyncConnection, package: str, version: str) -> VersionRecord | None:
+    """One published version (yanked ones too), or None."""
+    pv = package_versions
+    row = (
+        await conn.execute(sa.select(pv).where(pv.c.package == package, pv.c.version == version))
+    ).first()
+    return None if row is None else _version(row)
+
+
 async def get_version(conn: AsyncConnection, package: str, version: str) -> VersionRecord:
     """One published version (yanked ones too).
 
     Raises:
         VersionNotFoundError: the package has no such version.
     """
-    pv = package_versions
-    row = (
-        await conn.execute(sa.select(pv).where(pv.c.package == package, pv.c.version == version))
-    ).first()
-    if row is None:
+    found = await find_version(conn, package, version)
+    if found is None:
         raise VersionNotFoundError(
             f"{package} {version} not found", package=package, version=version
         )
-    return _version(row)
+    return found
 
 
 async def get_file(conn: AsyncConnection, package: str, version: str, path: str) -> FileRecord:

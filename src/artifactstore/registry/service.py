@@ -11,41 +11,37 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Self
 
-import sqlalchemy as sa
-
-from artifactstore.db.tables import blobs, storage_locations
+from artifactstore.db.engine import reading
 from artifactstore.digests import BlobDigests, Digest, hash_bytes
 from artifactstore.errors import (
     BlobNotFoundError,
     DigestMismatchError,
-    ManifestError,
-    MissingBlobsError,
     SizeMismatchError,
-    VersionConflictError,
 )
-from artifactstore.events import BlobStored, PackagePublished, PackageYanked
-from artifactstore.manifest import Manifest, decode_manifest, encode_manifest
+from artifactstore.events import BlobStored, PackageYanked
+from artifactstore.registry import publish as publishing
 from artifactstore.registry import queries
 from artifactstore.registry.blobstore import BlobStore
 from artifactstore.registry.ingest import Expected, Staging, check_expected
 from artifactstore.registry.journal import transaction
-from artifactstore.registry.records import (
-    BlobRecord,
-    FileRecord,
-    PackageRecord,
-    Page,
-    PublishResult,
-    VersionRecord,
-)
 from artifactstore.resources import AsyncCloseable
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Iterable
+    from collections.abc import AsyncIterable, Iterable
     from pathlib import Path
 
     from artifactstore.config import Settings
     from artifactstore.db.engine import Database
+    from artifactstore.manifest import Manifest
+    from artifactstore.registry.records import (
+        BlobRecord,
+        FileRecord,
+        PackageRecord,
+        Page,
+        PublishResult,
+        VersionRecord,
+    )
     from artifactstore.storage.spi import ByteRange, ObjectStream
 
 __all__ = ["Registry"]
@@ -54,10 +50,6 @@ SYSTEM_ACTOR = "system"
 _IN_BATCH = 1000
 STALE_STAGING_SECONDS = 24 * 3600
 _HASH_INLINE_BYTES = 256 * 1024  # hashed on the event loop below this, in a thread above
-
-
-async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class Registry(AsyncCloseable):
@@ -100,7 +92,7 @@ class Registry(AsyncCloseable):
         Raises:
             BlobNotFoundError: never stored.
         """
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return await queries.get_blob(conn, sha256)
 
     async def find_blob(self, sha256: Digest) -> BlobRecord | None:
@@ -166,7 +158,7 @@ class Registry(AsyncCloseable):
         """Store a small in-memory blob (manifests, tests)."""
         digests = hash_bytes(data)
         return await self.ingest(
-            _one_chunk(data),
+            publishing.one_chunk(data),
             expected=Expected(digests.sha256, digests.blake3, digests.size),
             producer=producer,
             retention_class=retention_class,
@@ -199,7 +191,9 @@ class Registry(AsyncCloseable):
         )
         check_expected(digests, expected or Expected())
         targets = self.store.targets(producer=producer, retention_class=retention_class)
-        copies = await self._store_small(data, digests, targets)
+        async with reading(self.engine) as conn:
+            readable = frozenset(await self.store.readable_backends(conn, digests.sha256))
+        copies = await publishing.store_small(self, data, digests, targets, readable)
         recorded: list[BlobStored] = []
         if copies:
             async with transaction(self.engine, actor=actor) as tx:
@@ -242,7 +236,7 @@ class Registry(AsyncCloseable):
         try:
             check_expected(digests, expected)
             sha = digests.sha256
-            async with self.engine.connect() as conn:
+            async with reading(self.engine) as conn:
                 readable = set(await self.store.readable_backends(conn, sha))
             todo = []
             for name in targets:
@@ -268,57 +262,6 @@ class Registry(AsyncCloseable):
                 await tx.record_copies(stored)
         return await self.blob(sha)
 
-    async def ensure_copies(
-        self, shas: Iterable[Digest], targets: tuple[str, ...], *, actor: str
-    ) -> int:
-        """Give each blob a readable copy on every target backend; returns copies made.
-
-        Missing copies are streamed from an existing copy and re-hashed on
-        the way (``BlobStore.copy``).
-
-        Raises:
-            BlobNotFoundError: a blob has no readable copy to copy from.
-            DigestMismatchError: the source copy is corrupt (nothing stored).
-        """
-        unique = {s.raw: s for s in shas}
-        have: dict[bytes, set[str]] = {raw: set() for raw in unique}
-        sizes: dict[bytes, BlobDigests] = {}
-        async with self.engine.connect() as conn:
-            raws = list(unique)
-            for start in range(0, len(raws), _IN_BATCH):
-                batch = raws[start : start + _IN_BATCH]
-                rows = await conn.execute(
-                    sa.select(
-                        blobs.c.sha256, blobs.c.blake3, blobs.c.size, storage_locations.c.backend
-                    )
-                    .join(storage_locations, storage_locations.c.sha256 == blobs.c.sha256)
-                    .where(
-                        blobs.c.sha256.in_(batch),
-                        storage_locations.c.state.in_(LocationState.READABLE),
-                    )
-                )
-                for r in rows:
-                    raw = bytes(r.sha256)
-                    have[raw].add(r.backend)
-                    sizes[raw] = BlobDigests(
-                        Digest("sha256", raw), Digest("blake3", bytes(r.blake3)), r.size
-                    )
-        made = 0
-        for raw, backends_with_copy in have.items():
-            missing_targets = [t for t in targets if t not in backends_with_copy]
-            if not missing_targets:
-                continue
-            sha = unique[raw]
-            sources = sorted(b for b in backends_with_copy if b in self.store.backends)
-            if not sources:
-                raise BlobNotFoundError(f"no readable copy of {sha} to copy", sha256=sha.hex)
-            for target in missing_targets:
-                info = await self.store.copy(sha, sizes[raw], sources[0], target)
-                async with transaction(self.engine, actor=actor) as tx:
-                    await tx.record_copies([BlobStored.copy_of(sizes[raw], target, info.key)])
-                made += 1
-        return made
-
     # -- packages ------------------------------------------------------------
 
     async def publish(
@@ -341,104 +284,9 @@ class Registry(AsyncCloseable):
             MissingBlobsError: referenced blobs are not held; ``detail["missing"]``.
             VersionConflictError: the version exists with another manifest.
         """
-        if isinstance(manifest, bytes):
-            parsed, data = decode_manifest(manifest), manifest
-        else:
-            parsed, data = manifest, encode_manifest(manifest)
-        manifest_digests = hash_bytes(data)
-        manifest_sha = manifest_digests.sha256
-        done = await self._existing_publish(parsed, manifest_sha)
-        if done is not None:
-            return done
-        await self._check_blobs(parsed)
-        targets = self.store.targets(producer=producer, retention_class=retention_class)
-        await self.ensure_copies((f.sha256 for f in parsed.files), targets, actor=actor)
-        # The manifest is a blob too; its copies are recorded in the same
-        # transaction as the publish, so one commit makes both visible.
-        manifest_copies = await self._store_small(data, manifest_digests, targets)
-        async with transaction(self.engine, actor=actor) as tx:
-            # Under the log lock the existence check and the append are one
-            # atomic step against concurrent publishers.
-            try:
-                current = await queries.get_version(tx.conn, parsed.package, parsed.version)
-            except LookupError:
-                current = None
-            if current is not None:
-                return self._same_or_conflict(current, parsed, manifest_sha)
-            await tx.record_copies(manifest_copies)
-            await tx.record(
-                PackagePublished(
-                    package=parsed.package,
-                    version=parsed.version,
-                    manifest_sha256=manifest_sha.raw,
-                    manifest=data,
-                    producer=producer,
-                    retention_class=retention_class,
-                )
-            )
-        return PublishResult(manifest_sha256=manifest_sha, created=True)
-
-    async def _store_small(
-        self, data: bytes, digests: BlobDigests, targets: tuple[str, ...]
-    ) -> list[BlobStored]:
-        """Put in-memory bytes on every target lacking a copy; the events to record for them."""
-        async with self.engine.connect() as conn:
-            readable = set(await self.store.readable_backends(conn, digests.sha256))
-        stored: list[BlobStored] = []
-        for name in targets:
-            if name in readable:
-                continue
-            info = await self.store.backend(name).put_stream(
-                digests.sha256, _one_chunk(data), digests.size
-            )
-            stored.append(BlobStored.copy_of(digests, name, info.key))
-        return stored
-
-    async def _existing_publish(self, parsed: Manifest, sha: Digest) -> PublishResult | None:
-        async with self.engine.connect() as conn:
-            try:
-                current = await queries.get_version(conn, parsed.package, parsed.version)
-            except LookupError:
-                return None
-        return self._same_or_conflict(current, parsed, sha)
-
-    @staticmethod
-    def _same_or_conflict(current: VersionRecord, parsed: Manifest, sha: Digest) -> PublishResult:
-        if current.manifest_sha256.matches(sha):
-            return PublishResult(manifest_sha256=sha, created=False)
-        raise VersionConflictError(
-            f"{parsed.package} {parsed.version} is already published with another manifest",
-            package=parsed.package,
-            version=parsed.version,
-            existing_manifest_sha256=current.manifest_sha256.hex,
-            manifest_sha256=sha.hex,
+        return await publishing.publish(
+            self, manifest, producer=producer, retention_class=retention_class, actor=actor
         )
-
-    async def _check_blobs(self, parsed: Manifest) -> None:
-        wanted = {f.sha256.raw: f for f in parsed.files}
-        found: dict[bytes, tuple[bytes, int]] = {}
-        async with self.engine.connect() as conn:
-            raws = list(wanted)
-            for start in range(0, len(raws), _IN_BATCH):
-                rows = await conn.execute(
-                    sa.select(blobs.c.sha256, blobs.c.blake3, blobs.c.size).where(
-                        blobs.c.sha256.in_(raws[start : start + _IN_BATCH])
-                    )
-                )
-                found.update({bytes(r.sha256): (bytes(r.blake3), r.size) for r in rows})
-        missing = sorted(raw.hex() for raw in wanted if raw not in found)
-        if missing:
-            raise MissingBlobsError(
-                f"{len(missing)} referenced blob(s) are not in the registry; upload them first",
-                missing=[f"sha256:{h}" for h in missing],
-            )
-        for f in parsed.files:
-            blake, size = found[f.sha256.raw]
-            if blake != f.blake3.raw or size != f.size:
-                raise ManifestError(
-                    f"{f.path}: blake3 or size disagrees with the stored blob {f.sha256}",
-                    path=f.path,
-                )
 
     async def yank(
         self, package: str, version: str, *, reason: str = "", actor: str = SYSTEM_ACTOR
