@@ -148,6 +148,15 @@ class Server:
             return ""
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes (to compare trees)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 def base_env(tmp_path: Path) -> dict[str, str]:
     """This environment without ARTIFACTSTORE_*/AWS_*, with a private cache and home."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTIFACTSTORE_", "AWS_"))}

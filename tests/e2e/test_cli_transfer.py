@@ -13,22 +13,13 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
-from tests.e2e.serverproc import Server, cli, free_port
+from tests.e2e.serverproc import Server, cli, free_port, tree_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
 pytestmark = pytest.mark.e2e
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative path, with its bytes."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _make_tree(root: Path) -> Path:
@@ -70,8 +61,8 @@ def test_tree_round_trips_byte_for_byte(server: Server, tmp_path: Path) -> None:
     down = cli("download", "demo", "1.0.0", "--output", str(out), "--json", env=env)
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout)["manifest_sha256"] == summary["manifest_sha256"]
-    expected = _tree(src)
-    assert _tree(out / "dist") == expected
+    expected = tree_bytes(src)
+    assert tree_bytes(out / "dist") == expected
     assert not (out / "dist" / "nested" / "link-to-a.txt").is_symlink()
     assert not list(out.rglob("*.part"))
 

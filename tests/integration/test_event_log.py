@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from artifactstore.db.tables import events
 from artifactstore.errors import ChainBrokenError
 from artifactstore.events import (
     GENESIS_HASH,
@@ -146,3 +149,33 @@ async def test_rolled_back_append_leaves_no_gap(engine: AsyncEngine) -> None:
     assert event.seq == 2
     async with engine.connect() as conn:
         assert (await verify_chain(conn)).count == 2
+
+
+@pytest.mark.parametrize(
+    ("seq", "prev"),
+    [(3, "head"), (1, "head"), (2, "zero")],
+    ids=["skips-a-seq", "reuses-a-seq", "forks-the-chain"],
+)
+async def test_database_refuses_rows_that_do_not_continue_the_chain(
+    engine: AsyncEngine, seq: int, prev: str
+) -> None:
+    """A row inserted past the lock that skips, reuses or forks is refused by the trigger."""
+    async with transaction(engine, actor="test") as tx:
+        (first,) = await tx.record(_blob(1))
+    prev_hash = first.hash if prev == "head" else GENESIS_HASH
+    body = _blob(9).to_cbor()
+    row = {
+        "seq": seq,
+        "id": uuid.uuid4(),
+        "type": str(EventType.BLOB_STORED),
+        "occurred_at": datetime.now(UTC),
+        "actor": "forger",
+        "payload": body,
+        "prev_hash": prev_hash,
+        "hash": chain_hash(prev_hash, str(EventType.BLOB_STORED), body),
+    }
+    with pytest.raises(DBAPIError, match=r"does not continue the chain|duplicate key"):
+        async with engine.begin() as conn:
+            await conn.execute(events.insert(), [row])
+    async with engine.connect() as conn:
+        assert (await verify_chain(conn)).count == 1

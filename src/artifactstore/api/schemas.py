@@ -8,25 +8,49 @@ models here, so bad input is a 400 before any handler runs.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from artifactstore.digests import Algorithm, Digest
 
 if TYPE_CHECKING:
+    from artifactstore.digests import BlobDigests
     from artifactstore.events import Event
     from artifactstore.registry import BlobRecord, PackageRecord, UploadSession, VersionRecord
 
 __all__ = [
+    "MAX_EXISTS_ENTRIES",
+    "BlobRef",
     "CreateUpload",
+    "ExistsRequest",
+    "LabelQuery",
     "YankRequest",
     "blob_json",
+    "digests_json",
     "event_json",
     "package_json",
+    "parse_digest",
     "session_json",
     "version_json",
 ]
 
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9._*@/+-]{0,127}$"
+MAX_EXISTS_ENTRIES = 1000
+LabelQuery = Annotated[str | None, Query(pattern=_LABEL)]
+"""A ``producer`` or ``retention_class`` query parameter."""
+
+
+def parse_digest(value: str | None, algorithm: Algorithm) -> Digest | None:
+    """A request's digest parameter (``<alg>:<hex>`` or bare hex); None when absent or empty.
+
+    Raises:
+        InvalidDigestError: not 64 lowercase hex characters of ``algorithm`` (a 400).
+    """
+    if value is None or value == "":
+        return None
+    return Digest.parse(value, algorithm=algorithm)
 
 
 class CreateUpload(BaseModel):
@@ -36,6 +60,29 @@ class CreateUpload(BaseModel):
     size: int | None = Field(default=None, ge=0, le=2**63 - 1)
     sha256: str | None = Field(default=None, max_length=71)
     blake3: str | None = Field(default=None, max_length=71)
+    producer: str | None = Field(default=None, pattern=_LABEL)
+    retention_class: str | None = Field(default=None, pattern=_LABEL)
+
+
+class BlobRef(BaseModel):
+    """One entry of ``POST /v1/blobs/exists``: a blob named by sha256, blake3 or both."""
+
+    model_config = ConfigDict(extra="forbid")
+    sha256: str | None = Field(default=None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    blake3: str | None = Field(default=None, pattern=r"^(blake3:)?[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _named(self) -> BlobRef:
+        if self.sha256 is None and self.blake3 is None:
+            raise ValueError("each entry needs a sha256 or a blake3")
+        return self
+
+
+class ExistsRequest(BaseModel):
+    """``POST /v1/blobs/exists`` body: up to 1,000 blobs, and the routing labels to check."""
+
+    model_config = ConfigDict(extra="forbid")
+    blobs: list[BlobRef] = Field(min_length=1, max_length=MAX_EXISTS_ENTRIES)
     producer: str | None = Field(default=None, pattern=_LABEL)
     retention_class: str | None = Field(default=None, pattern=_LABEL)
 
@@ -65,6 +112,11 @@ def blob_json(blob: BlobRecord) -> dict[str, Any]:
             for loc in blob.locations
         ],
     }
+
+
+def digests_json(digests: BlobDigests) -> dict[str, Any]:
+    """A blob's names and size, without its copies."""
+    return {"sha256": str(digests.sha256), "blake3": str(digests.blake3), "size": digests.size}
 
 
 def session_json(session: UploadSession) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Streaming a blob as an HTTP response: Range, conditionals, and the digest headers.
+"""Streaming a blob as an HTTP response (Range, conditionals, digest headers); capped bodies.
 
 Both ``/v1/blobs/...`` and ``/v1/packages/.../files/...`` answer through
 ``blob_response``. The backend is opened before the status line is chosen, so
@@ -6,6 +6,9 @@ a missing blob is a 404 and an unsatisfiable range a 416, never a broken
 stream. Headers: ``ETag`` (quoted sha256 hex), ``Repr-Digest`` (RFC 9530,
 of the whole representation), ``X-Blake3``, ``Accept-Ranges``,
 ``Content-Range`` on 206.
+
+Request bodies a handler needs whole (manifests, small blobs) are read by
+``read_capped``, which stops at the limit instead of buffering past it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response, StreamingResponse
 
+from artifactstore.errors import TooLargeError
 from artifactstore.http_ranges import (
     evaluate_preconditions,
     format_http_date,
@@ -32,7 +36,30 @@ if TYPE_CHECKING:
     from artifactstore.registry import Registry
     from artifactstore.storage.spi import ObjectStream
 
-__all__ = ["blob_headers", "blob_response"]
+__all__ = ["blob_headers", "blob_response", "read_capped"]
+
+
+async def read_capped(request: Request, limit: int, what: str) -> bytes:
+    """The whole request body, refused as soon as it passes ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is
+    read; a chunked body is counted as it arrives, so at most ``limit`` bytes
+    are ever held.
+
+    Raises:
+        TooLargeError: the body is longer than ``limit`` (a 413).
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"{what} exceeds {limit} bytes", limit=limit)
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise TooLargeError(f"{what} exceeds {limit} bytes", limit=limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def blob_headers(sha256: Digest, blake3: Digest, last_modified: datetime) -> dict[str, str]:

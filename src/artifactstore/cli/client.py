@@ -318,6 +318,7 @@ class ApiClient:
         *,
         headers: Mapping[str, str],
         on_progress: Callable[[int], None],
+        params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``length`` bytes of ``file`` from ``offset`` as the body; errors as ``request``.
 
@@ -332,12 +333,20 @@ class ApiClient:
             return await self.request(
                 method,
                 path,
+                params=params,
                 content=_file_blocks(file, offset, length, on_progress),
                 headers={**headers, "Content-Length": str(length)},  # not chunked: proxies
             )
         try:
             raw = await self._files.send_range(
-                method, path, file, offset, length, headers=headers, on_progress=on_progress
+                method,
+                path,
+                file,
+                offset,
+                length,
+                headers=headers,
+                params=params,
+                on_progress=on_progress,
             )
         except BulkTransportError as exc:
             raise ServerUnreachableError(
@@ -348,7 +357,7 @@ class ApiClient:
             raw.status,
             headers=raw.headers,
             content=raw.body,
-            request=httpx.Request(method, self._http.base_url.join(path)),
+            request=httpx.Request(method, self._http.base_url.join(path), params=params),
         )
         if response.is_success:
             return response

@@ -19,8 +19,12 @@ Steps (DESIGN sections 5 and 6):
 3. If the version is already published, compare the local files with its
    manifest: all equal is a no-op success, any difference is a conflict,
    found before a byte is sent.
-4. For each distinct blake3, ``POST /v1/uploads`` with it and the size: the
-   server either says the blob exists (and gives its sha256) or opens a
+4. Ask which distinct blake3s the server holds, 1,000 per ``POST
+   /v1/blobs/exists`` (their sha256 comes with the answer). Each missing file
+   of at most 1 MiB goes as the body of one ``POST /v1/blobs?blake3=<hex>``
+   (``cli/small_blobs.py``). Each larger one, and every one on a server
+   without those routes: ``POST /v1/uploads`` with the blake3 and the size;
+   the server either says the blob exists (and gives its sha256) or opens a
    session. Sessions are fed chunk by chunk, never whole in memory: to a
    server on this machine the open file is handed over its socket
    (``cli/handoff.py``), otherwise each chunk is a ``PATCH`` whose body leaves
@@ -53,7 +57,7 @@ import stat
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, unquote
@@ -72,6 +76,14 @@ from artifactstore.cli.client import (
     resolve_endpoint,
 )
 from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
+from artifactstore.cli.small_blobs import (
+    Blob,
+    SmallBlobs,
+    Totals,
+    check_unchanged,
+    received_other_bytes,
+    routing_labels,
+)
 from artifactstore.digests import Digest
 from artifactstore.manifest import (
     DEFAULT_MEDIA_TYPE,
@@ -420,38 +432,6 @@ class SessionState:
 # --------------------------------------------------------------------------- uploading
 
 
-@dataclass(slots=True)
-class _Blob:
-    """One distinct content to make sure the server holds, and the files that share it.
-
-    ``sha256`` is learnt from the server (its "exists" answer or finalize).
-    """
-
-    blake3: Digest
-    size: int
-    files: list[SourceFile]
-    sha256: Digest | None = None
-
-    @property
-    def source(self) -> SourceFile:
-        return self.files[0]
-
-    def learn(self, blob_json: dict[str, Any]) -> None:
-        """Take the sha256 from a blob answer after checking it names these bytes."""
-        if blob_json.get("blake3") != str(self.blake3) or blob_json.get("size") != self.size:
-            raise errors.IntegrityError(
-                f"{self.source.path}: the server answered with another blob"
-                f" ({blob_json.get('blake3')}, {blob_json.get('size')} bytes)"
-            )
-        self.sha256 = Digest.parse(str(blob_json.get("sha256")), algorithm="sha256")
-
-
-@dataclass(slots=True)
-class _Totals:
-    uploaded_blobs: set[str] = field(default_factory=set)
-    bytes_uploaded: int = 0
-
-
 class _Uploader:
     """Moves blobs through upload sessions; one instance per command run."""
 
@@ -472,7 +452,7 @@ class _Uploader:
         self.chunk_size = chunk_size
         self.producer = producer
         self.retention_class = retention_class
-        self.totals = _Totals()
+        self.totals = Totals()
         self.bar = -1
         self.handoff_allowed = handoff
         self.handoff: HandoffClient | None = None
@@ -488,7 +468,7 @@ class _Uploader:
         self.handoff_allowed = False
         self.handoff = None
 
-    async def _create(self, blob: _Blob) -> tuple[str, int] | None:
+    async def _create(self, blob: Blob) -> tuple[str, int] | None:
         """Open a session (id, offset), or None when the server already holds the blob."""
         body: dict[str, Any] = {"size": blob.size, "blake3": str(blob.blake3)}
         if self.producer:
@@ -511,13 +491,6 @@ class _Uploader:
         response = await self.api.request("HEAD", f"/v1/uploads/{session}")
         self._learn_handoff(response)
         return int(response.headers.get("upload-offset", "0"))
-
-    def _check_unchanged(self, item: SourceFile) -> None:
-        st = _stat(item.source)
-        if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
-            raise errors.IntegrityError(
-                f"{item.source} changed after it was hashed; run the upload again"
-            )
 
     async def _hand_over(self, session: str, file: Path, start: int, length: int) -> int | None:
         """Append the range through the same-host socket; None to send it over HTTP."""
@@ -563,7 +536,7 @@ class _Uploader:
             raise
         return int(response.headers.get("upload-offset", start + length))
 
-    async def _send_chunks(self, blob: _Blob, session: str, offset: int) -> int:
+    async def _send_chunks(self, blob: Blob, session: str, offset: int) -> int:
         """Send the rest of the blob from ``offset`` (handed over or PATCHed); the final offset."""
         item, size = blob.source, blob.size
         state = {"offset": offset}
@@ -577,7 +550,7 @@ class _Uploader:
             length = min(self.chunk_size, size - start)
             if length <= 0:
                 return start
-            self._check_unchanged(item)
+            check_unchanged(item)
             handed = await self._hand_over(session, item.source, start, length)
             if handed is not None:
                 return handed
@@ -603,7 +576,7 @@ class _Uploader:
             state["offset"] = after
         return state["offset"]
 
-    async def _finalize(self, blob: _Blob, session: str) -> None:
+    async def _finalize(self, blob: Blob, session: str) -> None:
         params = {"blake3": blob.blake3.hex}
 
         async def put(_attempt: int) -> None:
@@ -614,14 +587,10 @@ class _Uploader:
             await self.api.retrying(f"{blob.source.path}: finish upload", put)
         except errors.DigestMismatchError as exc:
             self.state.forget(blob.blake3.hex)
-            raise errors.DigestMismatchError(
-                f"{blob.source.source}: the server received different bytes ({exc.message});"
-                " did the file change during the upload?",
-                **exc.detail,
-            ) from exc
+            raise received_other_bytes(blob, exc) from exc
         self.totals.uploaded_blobs.add(blob.blake3.hex)
 
-    async def _upload_once(self, blob: _Blob) -> None:
+    async def _upload_once(self, blob: Blob) -> None:
         key = blob.blake3.hex
         session = self.state.load(self.api.endpoint.url, key, blob.size)
         offset = 0
@@ -648,7 +617,7 @@ class _Uploader:
         await self._finalize(blob, session)
         self.state.forget(key)
 
-    async def upload(self, blob: _Blob) -> None:
+    async def upload(self, blob: Blob) -> None:
         """Make sure the server holds ``blob``, resuming or restarting sessions as needed.
 
         A session that vanished (expired, or finished by a PUT whose answer
@@ -710,7 +679,7 @@ def _conflict(options: _Options, **detail: Any) -> errors.VersionConflictError:
 
 
 def _build(
-    options: _Options, files: Sequence[SourceFile], blobs: dict[str, _Blob], hashes: list[Digest]
+    options: _Options, files: Sequence[SourceFile], blobs: dict[str, Blob], hashes: list[Digest]
 ) -> tuple[bytes, str]:
     """The canonical CBOR manifest of the local files and its ``sha256:`` digest."""
     entries = []
@@ -734,7 +703,7 @@ async def _published(api: ApiClient, options: _Options) -> tuple[Manifest, str] 
     return decode_manifest(response.content), digest
 
 
-def _learn_from(published: Manifest, blobs: dict[str, _Blob]) -> bool:
+def _learn_from(published: Manifest, blobs: dict[str, Blob]) -> bool:
     """Take sha256s from a published manifest; False when a local file is not in it."""
     known = {(f.blake3.raw, f.size): f.sha256 for f in published.files}
     for blob in blobs.values():
@@ -747,14 +716,7 @@ def _learn_from(published: Manifest, blobs: dict[str, _Blob]) -> bool:
 
 async def _publish(api: ApiClient, options: _Options, body: bytes) -> dict[str, Any]:
     path = _version_path(options)
-    params = {
-        key: value
-        for key, value in (
-            ("producer", options.producer),
-            ("retention_class", options.retention_class),
-        )
-        if value
-    }
+    params = routing_labels(options.producer, options.retention_class)
 
     async def put(_attempt: int) -> dict[str, Any]:
         response = await api.request(
@@ -769,6 +731,44 @@ async def _publish(api: ApiClient, options: _Options, body: bytes) -> dict[str, 
         raise _conflict(options, **exc.detail) from exc
 
 
+async def _send_missing(
+    api: ApiClient,
+    options: _Options,
+    progress: Progress,
+    uploader: _Uploader,
+    blobs: Sequence[Blob],
+) -> None:
+    """Make the server hold every blob: ask which it has, then send the rest.
+
+    Small files go in one request each (``cli/small_blobs.py``), the others
+    (and all of them on a server without that route) through sessions;
+    ``--concurrency`` blobs move at once.
+    """
+    small = SmallBlobs(
+        api,
+        progress,
+        uploader.totals,
+        producer=options.producer,
+        retention_class=options.retention_class,
+    )
+    await small.learn_held(blobs)
+    todo = [b for b in blobs if b.sha256 is None]
+    uploader.bar = small.bar = progress.task("uploading", sum(b.size for b in todo))
+    gate = asyncio.Semaphore(options.concurrency)
+
+    async def one(blob: Blob) -> None:
+        async with gate:
+            if not await small.send(blob):
+                await uploader.upload(blob)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for blob in todo:
+                group.create_task(one(blob))
+    except BaseExceptionGroup as failed:
+        raise first_error(failed) from None
+
+
 async def _run(options: _Options) -> dict[str, Any]:
     validate_package_name(options.package)
     validate_version(options.version)
@@ -776,9 +776,9 @@ async def _run(options: _Options) -> dict[str, Any]:
     with Progress() as progress:
         files = collect_files(options.paths, progress.note)
         hashes = await _hash_all(files, options.concurrency, progress)
-        blobs: dict[str, _Blob] = {}
+        blobs: dict[str, Blob] = {}
         for item, b3 in zip(files, hashes, strict=True):
-            blobs.setdefault(b3.hex, _Blob(b3, item.size, [])).files.append(item)
+            blobs.setdefault(b3.hex, Blob(b3, item.size, [])).files.append(item)
 
         async with ApiClient(
             endpoint, on_retry=progress.note, max_connections=options.concurrency + 2
@@ -804,19 +804,7 @@ async def _run(options: _Options) -> dict[str, Any]:
                 if manifest_sha256 != existing:
                     raise _conflict(options, published=existing, local=manifest_sha256)
                 blobs.clear()
-            uploader.bar = progress.task("uploading", sum(b.size for b in blobs.values()))
-            gate = asyncio.Semaphore(options.concurrency)
-
-            async def one(blob: _Blob) -> None:
-                async with gate:
-                    await uploader.upload(blob)
-
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for blob in blobs.values():
-                        group.create_task(one(blob))
-            except BaseExceptionGroup as failed:
-                raise first_error(failed) from None
+            await _send_missing(api, options, progress, uploader, list(blobs.values()))
             if published is None:
                 body, manifest_sha256 = _build(options, files, blobs, hashes)
             published_answer = await _publish(api, options, body)

@@ -3,7 +3,8 @@
 One ``MetaData`` with a naming convention, so Alembic migrations name
 constraints predictably. Three kinds of table live here:
 
-* ``events`` - the append-only log, the only source of truth (DESIGN section 2).
+* ``events`` - the append-only log, the only source of truth (DESIGN section 2),
+  and ``log_head``, its newest seq and hash (kept by a trigger, locked by appenders).
 * views (``blobs``, ``storage_locations``, ``packages``, ``package_versions``,
   ``package_files``, ``api_tokens``, ``view_positions``) - derived from events
   only; ``views.replay`` drops their rows and rebuilds them.
@@ -23,6 +24,7 @@ __all__ = [
     "blob_objects",
     "blobs",
     "events",
+    "log_head",
     "metadata",
     "package_files",
     "package_versions",
@@ -59,6 +61,17 @@ events = sa.Table(
     sa.CheckConstraint("octet_length(prev_hash) = 32", name="prev_hash_len"),
     sa.CheckConstraint("octet_length(hash) = 32", name="hash_len"),
 )
+
+log_head = sa.Table(
+    "log_head",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+    sa.CheckConstraint("octet_length(hash) = 32", name="hash_len"),
+)
+"""The newest event's seq and hash, one row; appenders lock it (migration 0004)."""
 
 blobs = sa.Table(
     "blobs",

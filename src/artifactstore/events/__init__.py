@@ -14,7 +14,6 @@ from artifactstore.events.log import (
     iter_events,
     last_seq,
     lock_log,
-    notify,
     read_events,
     verify_chain,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "iter_events",
     "last_seq",
     "lock_log",
-    "notify",
     "read_events",
     "verify_chain",
 ]

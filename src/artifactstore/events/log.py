@@ -12,8 +12,9 @@ Requirements (DESIGN section 2), in the order the code keeps them:
 4. Atomic with the views: ``append`` runs in the caller's transaction, so
    the caller applies the new events to the views before it commits.
 
-Appends also ``NOTIFY artifactstore_events`` (delivered on commit) so
-followers such as the SSE stream wake up without polling.
+Every insert also ``NOTIFY artifactstore_events`` (the trigger of migration
+0004 sends it; delivered on commit) so followers such as the SSE stream wake
+up without polling.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import blake3
 import sqlalchemy as sa
 
-from artifactstore.db.tables import events
+from artifactstore.db.tables import events, log_head
 from artifactstore.errors import ChainBrokenError
 from artifactstore.events.payloads import EventPayload, decode_payload
 
@@ -49,7 +50,6 @@ __all__ = [
     "iter_events",
     "last_seq",
     "lock_log",
-    "notify",
     "read_events",
     "verify_chain",
 ]
@@ -110,26 +110,28 @@ class LogHead:
 async def lock_log(conn: AsyncConnection) -> LogHead:
     """Serialise appenders until the caller's transaction ends; return the current head.
 
-    The only statement in the code base that names the log lock; callers
-    reach it through ``registry.journal.transaction``.
+    The only statement in the code base that takes the log lock; callers
+    reach it through ``registry.journal.transaction`` (and the swap of an
+    online replay).
 
-    Why a table lock: with concurrent transactions, a sequence or
+    Why one row lock: with concurrent transactions, a sequence or
     ``max(seq)+1`` lets commit order differ from insert order, which leaves
     gaps (rolled-back sequence values) and forks the chain (two appenders
-    reading the same head). ``EXCLUSIVE`` mode blocks other appenders until
-    this transaction ends but never blocks readers (ACCESS SHARE). Under READ
-    COMMITTED the head query after the lock sees every committed append. The
-    same choice as eventsourcing's PostgreSQL recorder (``_lock_table``);
-    see https://www.postgresql.org/docs/current/explicit-locking.html.
+    reading the same head). Appenders instead lock the one row of
+    ``log_head``; readers are never blocked. Under READ COMMITTED a waiter
+    that gets the lock reads the row as the previous appender committed it
+    (PostgreSQL re-checks a locked row's newest version), so locking and
+    reading the head are one round trip. A trigger on ``events`` (migration
+    0004) moves the head on every insert, refuses rows that do not continue
+    it, and sends the NOTIFY. The lock is the same idea as eventsourcing's
+    PostgreSQL recorder (``LOCK TABLE``), see
+    https://www.postgresql.org/docs/current/transaction-iso.html#XACT-READ-COMMITTED.
     """
-    await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
     row = (
         await conn.execute(
-            sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
+            sa.select(log_head.c.seq, log_head.c.hash).where(log_head.c.id == 1).with_for_update()
         )
-    ).first()
-    if row is None:
-        return LogHead(0, GENESIS_HASH)
+    ).one()
     return LogHead(int(row.seq), bytes(row.hash))
 
 
@@ -190,11 +192,6 @@ async def append(
             ],
         )
     return appended
-
-
-async def notify(conn: AsyncConnection, seq: int) -> None:
-    """Wake followers when the caller's transaction commits (payload: the newest seq)."""
-    await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(seq))))
 
 
 async def last_seq(conn: AsyncConnection) -> int:

@@ -2,7 +2,7 @@
 
 The only place that joins ``events`` (the log) and ``views`` (its readers), so
 neither package imports the other, and the only way the code takes the log
-lock (``events.lock_log``). Every write of the registry is one
+lock (``events.lock_log``, a row lock on ``log_head``). Every write of the registry is one
 ``async with transaction(engine, actor=...) as tx`` block; a read after it
 returns sees the change (DESIGN section 2).
 
@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from artifactstore import views
-from artifactstore.events import LogHead, append, lock_log, notify
+from artifactstore.events import LogHead, append, lock_log
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -85,7 +85,4 @@ async def transaction(engine: AsyncEngine, *, actor: str) -> AsyncIterator[Journ
     change, no gap in ``seq``.
     """
     async with engine.begin() as conn:
-        tx = JournalTransaction(conn, await lock_log(conn), actor)
-        yield tx
-        if tx.appended:
-            await notify(conn, tx.appended[-1].seq)
+        yield JournalTransaction(conn, await lock_log(conn), actor)

@@ -38,7 +38,7 @@ from artifactstore.views import readable_copies
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from artifactstore.registry.queries import HeldBlob
+    from artifactstore.registry.queries import RecordedBlob
     from artifactstore.registry.records import VersionRecord
     from artifactstore.registry.service import Registry
 
@@ -69,7 +69,7 @@ async def publish(
         current = await queries.find_version(conn, parsed.package, parsed.version)
         if current is not None:
             return same_or_conflict(current, parsed, digests.sha256)
-        held = await queries.held_blobs(conn, [*wanted, digests.sha256.raw])
+        held = await queries.recorded_blobs(conn, [*wanted, digests.sha256.raw])
     check_blobs(parsed, held)
     targets = registry.store.targets(producer=producer, retention_class=retention_class)
     copies = await copy_missing(registry, parsed, held, targets)
@@ -124,7 +124,7 @@ def same_or_conflict(current: VersionRecord, parsed: Manifest, sha: Digest) -> P
     )
 
 
-def check_blobs(parsed: Manifest, held: Mapping[bytes, HeldBlob]) -> None:
+def check_blobs(parsed: Manifest, held: Mapping[bytes, RecordedBlob]) -> None:
     """Every file's blob is recorded with the manifest's blake3 and size.
 
     Raises:
@@ -147,7 +147,10 @@ def check_blobs(parsed: Manifest, held: Mapping[bytes, HeldBlob]) -> None:
 
 
 async def copy_missing(
-    registry: Registry, parsed: Manifest, held: Mapping[bytes, HeldBlob], targets: tuple[str, ...]
+    registry: Registry,
+    parsed: Manifest,
+    held: Mapping[bytes, RecordedBlob],
+    targets: tuple[str, ...],
 ) -> list[BlobStored]:
     """Copy each file's blob to the routed backends that lack it; the copies made.
 

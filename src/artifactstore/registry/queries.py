@@ -1,5 +1,8 @@
 """Read-side look-ups over the views: blobs, packages, versions, files.
 
+``held_blobs`` answers a whole batch of "is this blob here?" in one statement
+(``POST /v1/blobs/exists``, DESIGN section 10).
+
 Lists are keyset-paginated (``WHERE key > :last ORDER BY key LIMIT n``) with
 opaque cursors, never OFFSET, so page n costs what page 1 costs. Absent things
 raise the ``NotFoundError`` family; nothing here writes.
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from artifactstore.db.tables import (
     blobs,
@@ -45,9 +49,11 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from artifactstore.registry.ingest import Expected
+
 __all__ = [
     "MAX_PAGE",
-    "HeldBlob",
+    "RecordedBlob",
     "decode_cursor",
     "encode_cursor",
     "find_version",
@@ -59,11 +65,13 @@ __all__ = [
     "list_files",
     "list_packages",
     "list_versions",
+    "recorded_blobs",
     "sha256_of_blake3",
 ]
 
 MAX_PAGE = 1000
 _IN_BATCH = 1000  # keys per IN list: well under asyncpg's 32,767 parameters
+_BYTEA_ARRAY = pg.ARRAY(sa.LargeBinary)
 
 
 def encode_cursor(*parts: str) -> str:
@@ -104,17 +112,17 @@ async def sha256_of_blake3(conn: AsyncConnection, blake3: Digest) -> Digest | No
 
 
 @dataclass(frozen=True, slots=True)
-class HeldBlob:
+class RecordedBlob:
     """A recorded blob's digests and the backends holding a readable copy of it."""
 
     digests: BlobDigests
     backends: frozenset[str]
 
 
-async def held_blobs(conn: AsyncConnection, raws: Sequence[bytes]) -> dict[bytes, HeldBlob]:
+async def recorded_blobs(conn: AsyncConnection, raws: Sequence[bytes]) -> dict[bytes, RecordedBlob]:
     """The recorded blobs among ``raws`` (sha256 bytes), one statement per 1,000."""
     readable = storage_locations.c.state.in_(LocationState.READABLE)
-    found: dict[bytes, HeldBlob] = {}
+    found: dict[bytes, RecordedBlob] = {}
     unique = list(dict.fromkeys(raws))
     for start in range(0, len(unique), _IN_BATCH):
         rows = await conn.execute(
@@ -133,7 +141,65 @@ async def held_blobs(conn: AsyncConnection, raws: Sequence[bytes]) -> dict[bytes
         for r in rows:
             raw = bytes(r.sha256)
             digests = BlobDigests(Digest("sha256", raw), Digest("blake3", bytes(r.blake3)), r.size)
-            found[raw] = HeldBlob(digests, frozenset(r.backends or ()))
+            found[raw] = RecordedBlob(digests, frozenset(r.backends or ()))
+    return found
+
+
+async def held_blobs(
+    conn: AsyncConnection, wanted: Sequence[Expected], targets: Sequence[str]
+) -> list[BlobDigests | None]:
+    """For each entry, in order, the blob it names if held readable on every target, else None.
+
+    An entry names a blob by sha256, blake3 or both (every digest and size
+    given must agree with the blob). One statement for the whole batch: the
+    entries go in as arrays, each is looked up through the primary key or
+    ``ix_blobs_blake3``, and a blob counts only when each of ``targets`` has
+    a ``stored`` or ``verified`` location for it.
+    """
+    if not wanted:
+        return []
+    entries = (
+        sa.func.unnest(
+            sa.bindparam("i", list(range(len(wanted))), type_=pg.ARRAY(sa.Integer)),
+            sa.bindparam(
+                "s", [w.sha256.raw if w.sha256 else None for w in wanted], type_=_BYTEA_ARRAY
+            ),
+            sa.bindparam(
+                "b", [w.blake3.raw if w.blake3 else None for w in wanted], type_=_BYTEA_ARRAY
+            ),
+            sa.bindparam("n", [w.size for w in wanted], type_=pg.ARRAY(sa.BigInteger)),
+        )
+        .table_valued("i", "sha256", "blake3", "size", name="wanted")
+        .render_derived()
+    )
+    named = sa.union_all(
+        sa.select(blobs).where(blobs.c.sha256 == entries.c.sha256),
+        sa.select(blobs).where(entries.c.sha256.is_(None), blobs.c.blake3 == entries.c.blake3),
+    ).lateral("found")
+    loc = storage_locations
+    copies = (
+        sa.select(sa.func.count())
+        .where(
+            loc.c.sha256 == named.c.sha256,
+            loc.c.backend.in_(list(targets)),
+            loc.c.state.in_(LocationState.READABLE),
+        )
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(entries.c.i, named.c.sha256, named.c.blake3, named.c.size)
+        .select_from(entries.join(named, sa.true()))
+        .where(
+            sa.or_(entries.c.blake3.is_(None), named.c.blake3 == entries.c.blake3),
+            sa.or_(entries.c.size.is_(None), named.c.size == entries.c.size),
+            copies == len(set(targets)),
+        )
+    )
+    found: list[BlobDigests | None] = [None] * len(wanted)
+    for row in await conn.execute(query):
+        found[row.i] = BlobDigests(
+            Digest("sha256", bytes(row.sha256)), Digest("blake3", bytes(row.blake3)), row.size
+        )
     return found
 
 

@@ -28,7 +28,7 @@ from artifactstore.resources import AsyncCloseable
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Iterable
+    from collections.abc import AsyncIterable, Iterable, Sequence
     from pathlib import Path
 
     from artifactstore.config import Settings
@@ -199,6 +199,18 @@ class Registry(AsyncCloseable):
             async with transaction(self.engine, actor=actor) as tx:
                 recorded = await tx.record_copies(copies)
         return await self.blob(digests.sha256), bool(recorded)
+
+    async def held_blobs(
+        self,
+        wanted: Sequence[Expected],
+        *,
+        producer: str | None = None,
+        retention_class: str | None = None,
+    ) -> list[BlobDigests | None]:
+        """Each named blob, in order, if held readable on every routed backend; else None."""
+        targets = self.store.targets(producer=producer, retention_class=retention_class)
+        async with reading(self.engine) as conn:
+            return await queries.held_blobs(conn, wanted, targets)
 
     async def find_by_blake3(self, blake3: Digest) -> Digest | None:
         """The sha256 of the blob recorded with this blake3, if any (readable or not)."""

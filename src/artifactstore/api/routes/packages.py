@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from artifactstore.api.schemas import YankRequest, package_json, version_json
+from artifactstore.api.schemas import LabelQuery, YankRequest, package_json, version_json
 from artifactstore.api.services import ActorRead, ActorWrite, ServicesDep
-from artifactstore.api.streaming import blob_response
-from artifactstore.errors import InvalidInputError, ManifestError, TooLargeError
+from artifactstore.api.streaming import blob_response, read_capped
+from artifactstore.errors import InvalidInputError, ManifestError
 from artifactstore.manifest import decode_manifest, manifest_from_json, manifest_to_json
 from artifactstore.names import validate_file_path, validate_package_name, validate_version
 
@@ -23,18 +23,6 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 CBOR = "application/cbor"
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=1024)]
-Label = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._*@/+-]{0,127}$")]
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise TooLargeError(f"manifest exceeds {limit} bytes", limit=limit)
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 @router.put(
@@ -48,13 +36,13 @@ async def publish(
     request: Request,
     services: ServicesDep,
     actor: ActorWrite,
-    producer: Label = None,
-    retention_class: Label = None,
+    producer: LabelQuery = None,
+    retention_class: LabelQuery = None,
 ) -> Response:
     """201 when new, 200 when the same manifest was published before, 409 on a different one."""
     validate_package_name(name)
     validate_version(version)
-    body = await _read_capped(request, MAX_MANIFEST_BYTES)
+    body = await read_capped(request, MAX_MANIFEST_BYTES, "manifest")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     manifest: Any
     if content_type == CBOR:

@@ -15,10 +15,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from artifactstore.api.handoff import HANDOFF_HEADER
-from artifactstore.api.schemas import CreateUpload, blob_json, session_json
+from artifactstore.api.schemas import CreateUpload, blob_json, parse_digest, session_json
 from artifactstore.api.services import ActorWrite, Services, ServicesDep
 from artifactstore.config import is_loopback
-from artifactstore.digests import Digest
 from artifactstore.errors import InvalidInputError
 from artifactstore.registry import BlobRecord
 
@@ -32,12 +31,6 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint and off_t
 OffsetHeader = Annotated[int | None, Header(alias="Upload-Offset", ge=0, le=MAX_OFFSET)]
 LengthHeader = Annotated[int | None, Header(alias="Content-Length", ge=0)]
-
-
-def _digest(value: str | None, algorithm: str) -> Digest | None:
-    if value is None or value == "":
-        return None
-    return Digest.parse(value, algorithm="sha256" if algorithm == "sha256" else "blake3")
 
 
 def _session_id(value: str) -> uuid.UUID:
@@ -68,8 +61,8 @@ async def create_upload(
     """201 with a session, or 200 ``{"status": "exists", ...blob}`` when the blob is held."""
     result = await services.uploads.create(
         size=body.size,
-        sha256=_digest(body.sha256, "sha256"),
-        blake3=_digest(body.blake3, "blake3"),
+        sha256=parse_digest(body.sha256, "sha256"),
+        blake3=parse_digest(body.blake3, "blake3"),
         producer=body.producer,
         retention_class=body.retention_class,
         actor=actor,
@@ -147,8 +140,8 @@ async def finalize_upload(
     has_body = bool(content_length) or "chunked" in request.headers.get("transfer-encoding", "")
     blob = await services.uploads.finalize(
         session_id,
-        sha256=_digest(sha256, "sha256"),
-        blake3=_digest(blake3, "blake3"),
+        sha256=parse_digest(sha256, "sha256"),
+        blake3=parse_digest(blake3, "blake3"),
         last_chunk=_body(request) if has_body else None,
         offset=upload_offset,
         actor=actor,
