@@ -18,7 +18,9 @@ a temporary data dir under /tmp, zero configuration):
    takes that path anyway, for comparison). The path used is printed.
    Publishes/s over the run and p50/p99 of one publish. Each process warms
    up first (``--warmup`` publishes) and all start together. The server's RSS
-   is sampled every 50 ms throughout.
+   is sampled every 50 ms throughout, and the machine's CPU busy share (all
+   cores, ``/proc/stat``) is printed for this step and the next: where it is
+   near 100% and the rate far below the fsync limit, CPU is the bound.
 3. The peer: as many 4 KiB ``PutObject`` calls of distinct random content to
    a real Ceph RGW from as many boto3 processes (one client each), warmed up
    the same way; PUTs/s and p50/p99, and our rate as a multiple of RGW's.
@@ -42,6 +44,7 @@ Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -117,6 +120,13 @@ def fsyncs_per_second(directory: Path, writers: int, seconds: float) -> float:
     elapsed = time.monotonic() - started
     shutil.rmtree(directory)
     return sum(counts) / elapsed
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot (``/proc/stat``; idle and iowait idle)."""
+    first = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0]
+    ticks = [int(x) for x in first.split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 def filesystem_type(path: Path) -> str:
@@ -295,6 +305,7 @@ class Rate:
     seconds: float
     p50: float
     p99: float
+    cpu_busy: float  # the machine's, all cores, over the same time
 
     @property
     def per_second(self) -> float:
@@ -305,7 +316,7 @@ class Rate:
 def run_clients(target: Target, total: int, clients: int, warmup: int) -> Rate:
     """``total`` stores split over ``clients`` spawned processes, started together."""
     ctx = multiprocessing.get_context("spawn")  # no fork under the RSS sampler's thread
-    barrier = ctx.Barrier(clients)
+    barrier = ctx.Barrier(clients + 1)  # and this process, to read the CPU counters
     results: Queue[ClientResult] = ctx.Queue()
     shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
     processes = [
@@ -320,12 +331,16 @@ def run_clients(target: Target, total: int, clients: int, warmup: int) -> Rate:
         p.start()
     got: list[ClientResult] = []
     try:
+        with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: see below
+            barrier.wait(CLIENT_TIMEOUT)
+        busy_before, total_before = cpu_ticks()
         while len(got) < clients:
             try:
                 got.append(results.get(timeout=1))
             except queue.Empty:
                 if not any(p.is_alive() for p in processes) and results.empty():
                     raise RuntimeError("a client process died without a result") from None
+        busy_after, total_after = cpu_ticks()
     finally:
         for p in processes:
             p.join(10)
@@ -337,7 +352,10 @@ def run_clients(target: Target, total: int, clients: int, warmup: int) -> Rate:
         raise RuntimeError("; ".join(errors))
     latencies = [x for r in got for x in r.latencies]
     seconds = max(r.ended for r in got) - min(r.started for r in got)
-    return Rate(len(latencies), seconds, percentile(latencies, 0.5), percentile(latencies, 0.99))
+    busy = (busy_after - busy_before) / max(1, total_after - total_before)
+    return Rate(
+        len(latencies), seconds, percentile(latencies, 0.5), percentile(latencies, 0.99), busy
+    )
 
 
 # ----------------------------------------------------------------- the RGW
@@ -610,7 +628,11 @@ def report(args: argparse.Namespace, res: Results) -> None:
                     f"{ours.per_second / res.fsync_many:.3f}x fsync limit ({args.clients} writers)"
                 ),
             ),
-            ("  latency p50 / p99", f"{ours.p50 * 1000:.1f} ms", f"p99 {ours.p99 * 1000:.1f} ms"),
+            (
+                "  latency p50 / p99",
+                f"{ours.p50 * 1000:.1f} ms",
+                f"p99 {ours.p99 * 1000:.1f} ms; machine CPU busy {ours.cpu_busy:.0%}",
+            ),
         ]
     if peer is not None:
         rows += [
@@ -619,7 +641,11 @@ def report(args: argparse.Namespace, res: Results) -> None:
                 f"{peer.per_second:,.0f} /s",
                 f"{peer.count:,} in {peer.seconds:.2f} s; {res.peer_note}",
             ),
-            ("  latency p50 / p99", f"{peer.p50 * 1000:.1f} ms", f"p99 {peer.p99 * 1000:.1f} ms"),
+            (
+                "  latency p50 / p99",
+                f"{peer.p50 * 1000:.1f} ms",
+                f"p99 {peer.p99 * 1000:.1f} ms; machine CPU busy {peer.cpu_busy:.0%}",
+            ),
         ]
         if ours is not None:
             ratio = ours.per_second / peer.per_second
