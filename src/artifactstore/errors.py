@@ -62,6 +62,7 @@ __all__ = [
     "NonCanonicalCborError",
     "NotFoundError",
     "PackageNotFoundError",
+    "ReplayInProgressError",
     "SizeMismatchError",
     "TooLargeError",
     "UnauthorizedError",
@@ -70,6 +71,7 @@ __all__ = [
     "UploadOffsetMismatchError",
     "VersionConflictError",
     "VersionNotFoundError",
+    "ViewsBusyError",
 ]
 
 
@@ -136,6 +138,12 @@ class UploadOffsetMismatchError(ConflictError):
     """Raised when a chunk does not start at the session's current offset."""
 
     code = "offset_mismatch"
+
+
+class ReplayInProgressError(ConflictError):
+    """Raised when ``events replay`` starts while another replay of the views runs."""
+
+    code = "replay_in_progress"
 
 
 class InvalidInputError(ArtifactStoreError, ValueError):
@@ -232,6 +240,12 @@ class DatabaseUnavailableError(UnavailableError):
     """Raised when PostgreSQL cannot be reached or started."""
 
     code = "database_unavailable"
+
+
+class ViewsBusyError(UnavailableError):
+    """Raised when a replay's swap waited too long for readers holding a view table."""
+
+    code = "views_busy"
 
 
 class AuthError(ArtifactStoreError):

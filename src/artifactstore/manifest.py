@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from artifactstore.cbor import decode_canonical, encode_canonical
+from artifactstore.cbor import decode_canonical, decode_trusted, encode_canonical
 from artifactstore.digests import Algorithm, Digest
 from artifactstore.errors import InvalidDigestError, InvalidNameError, ManifestError
 from artifactstore.names import validate_file_path, validate_package_name, validate_version
@@ -49,6 +49,7 @@ __all__ = [
     "encode_manifest",
     "manifest_from_json",
     "manifest_to_json",
+    "trusted_file_entries",
 ]
 
 MANIFEST_SCHEMA = "artifactstore.manifest/v1"
@@ -394,6 +395,22 @@ def decode_manifest(data: bytes | bytearray | memoryview) -> Manifest:
     if "annotations" in document:
         annotations = _annotation_pairs(document["annotations"], cbor=True)
     return Manifest(document["package"], document["version"], tuple(files), annotations)
+
+
+def trusted_file_entries(data: bytes) -> list[dict[str, Any]]:
+    """The ``files`` maps of canonical manifest bytes this registry validated when published.
+
+    For folding ``v1.package.published`` into views (the payload carries the
+    manifest): each map has ``path``, ``size``, ``sha256``, ``blake3`` (raw
+    bytes) and ``media_type``. No validation (``decode_manifest`` did it at
+    publish, and the hash chain covers the bytes since), no ``Manifest``
+    objects: replay folds hundreds of thousands of files.
+
+    Raises:
+        ValueError: the bytes are not CBOR.
+    """
+    files: list[dict[str, Any]] = decode_trusted(data)["files"]
+    return files
 
 
 # --------------------------------------------------------------------------- JSON

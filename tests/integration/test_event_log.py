@@ -179,3 +179,41 @@ async def test_database_refuses_rows_that_do_not_continue_the_chain(
             await conn.execute(events.insert(), [row])
     async with engine.connect() as conn:
         assert (await verify_chain(conn)).count == 1
+
+
+async def test_edited_prev_hash_is_named_even_when_its_hash_matches(engine: AsyncEngine) -> None:
+    """A row with prev_hash and hash rewritten consistently breaks the link at its seq."""
+    async with transaction(engine, actor="test") as tx:
+        appended = await tx.record(*(_blob(i) for i in range(1, 8)))
+    forged_prev = b"\x09" * 32
+    target = appended[4]
+    forged = chain_hash(forged_prev, target.type, target.payload)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE events DISABLE TRIGGER events_append_only"))
+        await conn.execute(
+            sa.text("UPDATE events SET prev_hash = :p, hash = :h WHERE seq = 5"),
+            {"p": forged_prev, "h": forged},
+        )
+        await conn.execute(sa.text("ALTER TABLE events ENABLE TRIGGER events_append_only"))
+    async with engine.connect() as conn:
+        with pytest.raises(ChainBrokenError) as caught:
+            await verify_chain(conn, page=3)
+    assert caught.value.detail["seq"] == 5
+    assert "prev_hash" in caught.value.message
+
+
+async def test_verify_reads_every_page_of_one_snapshot(engine: AsyncEngine) -> None:
+    """Verification over several pages counts every event, as of the caller's snapshot."""
+    async with transaction(engine, actor="test") as tx:
+        appended = await tx.record(*(_blob(i) for i in range(1, 11)))
+    async with engine.connect() as conn:
+        snap = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with snap.begin():
+            first = await verify_chain(snap, page=3)
+            async with transaction(engine, actor="test") as tx:
+                await tx.record(_blob(11), _blob(12))
+            again = await verify_chain(snap, page=3)
+    assert (first.count, first.head_seq, first.head_hash) == (10, 10, appended[-1].hash)
+    assert again == first
+    async with engine.connect() as conn:
+        assert (await verify_chain(conn, page=4)).count == 12

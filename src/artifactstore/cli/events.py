@@ -7,10 +7,10 @@ reconnecting after the last seq it printed when the connection breaks.
 ``verify`` and ``replay`` open the database directly (``cli.db.database``):
 ``verify`` re-derives every link of the hash chain in one REPEATABLE READ
 transaction (a consistent snapshot while the server keeps appending);
-``replay`` empties the views and applies the whole log in one transaction,
-holding the appenders' lock (``events.lock_log``) so no event lands
-half-way. ``replay --check``
-compares the rebuilt views with the live ones and rolls back.
+``replay`` rebuilds every view into shadow tables beside the live ones and
+swaps them in (``registry.rebuild``): writers wait only for the last short
+catch-up and the swap. ``replay --check`` builds the same shadows, compares
+them with the live views and drops them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from artifactstore.cli.db import ConfigOption, database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from artifactstore.registry.rebuild import RebuildReport
 
 __all__ = ["app", "format_event", "parse_sse"]
 
@@ -196,43 +198,31 @@ def replay_command(
         bool,
         typer.Option(
             "--check",
-            help="Rebuild, compare with the live views, roll back; exit 1 if they differ.",
+            help="Rebuild beside the live views, compare, change nothing; exit 1 if they differ.",
         ),
     ] = False,
+    batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Events folded per batch (bounds memory; default 20000)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Empty every view and rebuild it from the whole event log, in one transaction."""
-    from artifactstore.events import lock_log  # noqa: PLC0415
-    from artifactstore.views import replay, snapshot  # noqa: PLC0415
+    """Rebuild every view from the whole event log while the server keeps writing."""
+    from artifactstore.registry.rebuild import rebuild_views  # noqa: PLC0415
+    from artifactstore.views import FOLD_BATCH  # noqa: PLC0415
 
-    async def run() -> tuple[int, list[str]]:
-        async with database(config) as db, db.engine.connect() as conn:
-            transaction = await conn.begin()
-            try:
-                await lock_log(conn)
-                before = await snapshot(conn) if check else {}
-                count = await replay(conn)
-                differ: list[str] = []
-                if check:
-                    after = await snapshot(conn)
-                    differ = sorted(
-                        t for t in before.keys() | after.keys() if before.get(t) != after.get(t)
-                    )
-                    await transaction.rollback()
-                else:
-                    await transaction.commit()
-            except BaseException:
-                if transaction.is_active:
-                    await transaction.rollback()
-                raise
-        return count, differ
+    async def run() -> RebuildReport:
+        async with database(config) as db:
+            return await rebuild_views(db.engine, check=check, batch=batch or FOLD_BATCH)
 
-    count, differ = asyncio.run(run())
+    report = asyncio.run(run())
+    locked = f"{report.locked_events} under the log lock for {report.locked_seconds:.2f} s"
     if not check:
-        print(f"replayed {count} events into the views")
+        print(f"replayed {report.events} events into the views ({locked})")
         return
-    if differ:
+    if report.differ:
         raise errors.IntegrityError(
-            f"replaying {count} events gives different views: {', '.join(differ)}", views=differ
+            f"replaying {report.events} events gives different views: {', '.join(report.differ)}",
+            views=report.differ,
         )
-    print(f"views match a replay of all {count} events (nothing changed)")
+    print(f"views match a replay of all {report.events} events (nothing changed)")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from artifactstore.config import Settings
     from artifactstore.db.embedded import EmbeddedPostgres
 
-__all__ = ["Database", "create_engine", "open_database", "reading", "schema_is_current"]
+__all__ = ["Database", "create_engine", "open_database", "schema_is_current"]
 
 POOL_SIZE = 10
 
@@ -44,12 +44,13 @@ def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection in autocommit mode, for reads.
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit mode: each statement is its own transaction.
 
-    Each statement sees the newest commit, with no ``BEGIN``/``ROLLBACK``
-    round trips around it. Several statements are not one snapshot: use
-    ``engine.connect()`` where that matters (listings that must agree).
+    For reads and single-statement writes on hot paths: no ``BEGIN`` and
+    ``COMMIT``/``ROLLBACK`` round trips around the statement. Several
+    statements are neither one snapshot nor atomic: use ``engine.begin()``
+    (or a journal transaction) where that matters.
     """
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")

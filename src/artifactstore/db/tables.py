@@ -7,7 +7,8 @@ constraints predictably. Three kinds of table live here:
   and ``log_head``, its newest seq and hash (kept by a trigger, locked by appenders).
 * views (``blobs``, ``storage_locations``, ``packages``, ``package_versions``,
   ``package_files``, ``api_tokens``, ``view_positions``) - derived from events
-  only; ``views.replay`` drops their rows and rebuilds them.
+  only; ``registry.rebuild`` rebuilds every table of ``VIEW_TABLES`` in
+  shadow copies and swaps them in, so a view added here is replayed too.
 * operational state (``upload_sessions``, ``blob_blocks``) - not history:
   staged uploads and the postgres backend's bytes. Never replayed.
 """

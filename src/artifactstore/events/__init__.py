@@ -5,17 +5,15 @@ This package never imports ``views``: views consume events, not the reverse.
 
 from artifactstore.events.log import (
     GENESIS_HASH,
-    ChainReport,
     Event,
     LogHead,
-    append,
     chain_events,
     chain_hash,
     iter_events,
     last_seq,
     lock_log,
+    queue_append,
     read_events,
-    verify_chain,
 )
 from artifactstore.events.payloads import (
     BlobStored,
@@ -31,6 +29,7 @@ from artifactstore.events.payloads import (
     decode_payload,
 )
 from artifactstore.events.types import EventType
+from artifactstore.events.verify import ChainReport, verify_chain
 
 __all__ = [
     "GENESIS_HASH",
@@ -48,13 +47,13 @@ __all__ = [
     "PackageYanked",
     "TokenCreated",
     "TokenRevoked",
-    "append",
     "chain_events",
     "chain_hash",
     "decode_payload",
     "iter_events",
     "last_seq",
     "lock_log",
+    "queue_append",
     "read_events",
     "verify_chain",
 ]

@@ -8,9 +8,11 @@ Requirements (DESIGN section 2), in the order the code keeps them:
    ``prev_hash`` is the previous event's ``hash``, even with several
    processes appending at once (see ``lock_log``).
 3. Tamper-evident: ``hash = blake3(prev_hash || type || payload)``; the first
-   ``prev_hash`` is 32 zero bytes. ``verify_chain`` names the first bad seq.
-4. Atomic with the views: ``append`` runs in the caller's transaction, so
-   the caller applies the new events to the views before it commits.
+   ``prev_hash`` is 32 zero bytes. ``events.verify.verify_chain`` names the
+   first bad seq.
+4. Atomic with the views: ``queue_append`` queues the insert in the
+   caller's batch, which holds the view changes of the same events too, and
+   runs in the caller's transaction.
 
 Every insert also ``NOTIFY artifactstore_events`` (the trigger of migration
 0004 sends it; delivered on commit) so followers such as the SSE stream wake
@@ -20,15 +22,15 @@ up without polling.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import blake3
 import sqlalchemy as sa
 
+from artifactstore.db.batch import insert_rows
 from artifactstore.db.tables import events, log_head
-from artifactstore.errors import ChainBrokenError
 from artifactstore.events.payloads import EventPayload, decode_payload
 
 if TYPE_CHECKING:
@@ -36,27 +38,28 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from artifactstore.db.batch import StatementBatch
     from artifactstore.events.types import EventType
 
 __all__ = [
     "GENESIS_HASH",
     "NOTIFY_CHANNEL",
-    "ChainReport",
     "Event",
     "LogHead",
-    "append",
     "chain_events",
     "chain_hash",
+    "driver_of",
+    "fetch_events",
     "iter_events",
     "last_seq",
     "lock_log",
+    "queue_append",
     "read_events",
-    "verify_chain",
 ]
 
 GENESIS_HASH = bytes(32)
 NOTIFY_CHANNEL = "artifactstore_events"
-_VERIFY_BATCH = 5000
+_READ_BATCH = 5000
 
 
 def chain_hash(prev_hash: bytes, event_type: str, payload: bytes) -> bytes:
@@ -79,10 +82,18 @@ class Event:
     payload: bytes
     prev_hash: bytes
     hash: bytes
+    decoded: EventPayload | None = field(default=None, compare=False, repr=False)
+    """The payload object an appender built this event from (saves decoding it again)."""
 
-    def data(self) -> EventPayload:
-        """The decoded payload dataclass (raises ``IntegrityError`` if malformed)."""
-        return decode_payload(self.type, self.payload)
+    def data(self, *, trusted: bool = False) -> EventPayload:
+        """The decoded payload dataclass (raises ``IntegrityError`` if malformed).
+
+        ``trusted`` skips the canonical-form check, for folding rows of the
+        log (see ``decode_payload``).
+        """
+        if self.decoded is not None:
+            return self.decoded
+        return decode_payload(self.type, self.payload, trusted=trusted)
 
     @classmethod
     def from_row(cls, m: sa.RowMapping) -> Event:
@@ -157,41 +168,38 @@ def chain_events(
                 payload=body,
                 prev_hash=prev,
                 hash=digest,
+                decoded=payload,
             )
         )
         prev = digest
     return chained
 
 
-async def append(
-    conn: AsyncConnection, head: LogHead, payloads: Sequence[EventPayload], *, actor: str
-) -> list[Event]:
-    """Insert events after ``head`` in the caller's transaction; return them with seq and hash.
+def queue_append(batch: StatementBatch, appended: Sequence[Event]) -> None:
+    """Queue the insert of ``appended`` (from ``chain_events`` at a locked head) into ``batch``.
 
-    ``head`` must come from ``lock_log`` in this transaction (or from the
-    previous append in it). The caller commits after applying the events to
-    the views; nothing is visible to others before that, and a rollback
-    leaves no gap.
+    The caller runs the batch in the transaction that took ``lock_log``,
+    with the view changes of the same events, and commits; nothing is
+    visible to others before that, and a rollback leaves no gap.
     """
-    appended = chain_events(head, payloads, actor=actor)
-    if appended:
-        await conn.execute(
-            events.insert(),
-            [
-                {
-                    "seq": e.seq,
-                    "id": e.id,
-                    "type": e.type,
-                    "occurred_at": e.occurred_at,
-                    "actor": e.actor,
-                    "payload": e.payload,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in appended
-            ],
-        )
-    return appended
+    insert_rows(
+        batch,
+        events,
+        [
+            {
+                "seq": e.seq,
+                "id": e.id,
+                "type": e.type,
+                "occurred_at": e.occurred_at,
+                "actor": e.actor,
+                "payload": e.payload,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in appended
+        ],
+        {},
+    )
 
 
 async def last_seq(conn: AsyncConnection) -> int:
@@ -215,8 +223,31 @@ async def read_events(
     return [Event.from_row(r) for r in rows]
 
 
+_PAGE_SQL = (
+    "SELECT seq, id, type, occurred_at, actor, payload, prev_hash, hash FROM events"
+    " WHERE seq > $1 ORDER BY seq LIMIT $2"
+)
+
+
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, with the caller's transaction (and snapshot) begun.
+
+    For reading the log in pages of raw tuples: at hundreds of thousands of
+    rows, SQLAlchemy's per-row objects cost more than the query.
+    """
+    await conn.execute(sa.select(1))
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def fetch_events(conn: AsyncConnection, *, after: int, limit: int) -> list[Event]:
+    """``read_events`` without types, through the driver: for folding long stretches of the log."""
+    driver = await driver_of(conn)
+    return [Event(*row) for row in await driver.fetch(_PAGE_SQL, after, limit)]
+
+
 async def iter_events(
-    conn: AsyncConnection, *, after: int = 0, batch: int = _VERIFY_BATCH
+    conn: AsyncConnection, *, after: int = 0, batch: int = _READ_BATCH
 ) -> AsyncIterator[Event]:
     """Every event with ``seq > after`` in order, fetched in keyset batches (bounded memory)."""
     position = after
@@ -227,47 +258,3 @@ async def iter_events(
         if len(page) < batch:
             return
         position = page[-1].seq
-
-
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    """The result of a successful chain verification."""
-
-    count: int
-    head_seq: int
-    head_hash: bytes
-
-
-async def verify_chain(conn: AsyncConnection) -> ChainReport:
-    """Re-derive every link of the chain from the stored rows.
-
-    Checks, per event: ``seq`` follows the previous one with no gap,
-    ``prev_hash`` equals the previous event's ``hash``, and ``hash`` equals
-    ``blake3(prev_hash || type || payload)`` of the stored columns.
-
-    Raises:
-        ChainBrokenError: at the first event that fails; ``detail["seq"]`` names it.
-    """
-    expected_seq = 1
-    prev = GENESIS_HASH
-    count = 0
-    async for event in iter_events(conn):
-        if event.seq != expected_seq:
-            raise ChainBrokenError(
-                f"event log has a gap: expected seq {expected_seq}, found {event.seq}",
-                seq=expected_seq,
-            )
-        if event.prev_hash != prev:
-            raise ChainBrokenError(
-                f"seq {event.seq}: prev_hash does not match the hash of seq {event.seq - 1}",
-                seq=event.seq,
-            )
-        if chain_hash(event.prev_hash, event.type, event.payload) != event.hash:
-            raise ChainBrokenError(
-                f"seq {event.seq}: hash does not match its type and payload (edited row)",
-                seq=event.seq,
-            )
-        prev = event.hash
-        expected_seq += 1
-        count += 1
-    return ChainReport(count=count, head_seq=expected_seq - 1, head_hash=prev)

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
-from artifactstore.cbor import decode_canonical, encode_canonical
+from artifactstore.cbor import decode_canonical, decode_trusted, encode_canonical
 from artifactstore.errors import IntegrityError
 from artifactstore.events.types import EventType
 
@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class _Payload:
     """Shared encoding of payload dataclasses."""
@@ -48,8 +51,10 @@ class _Payload:
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Self:
         """Build from a decoded map; unknown or missing keys are an integrity error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+        unknown = data.keys() - names
         if unknown:
             raise IntegrityError(f"{cls.TYPE}: unknown payload keys {sorted(unknown)}")
         try:
@@ -181,18 +186,25 @@ _BY_TYPE: dict[EventType, type[EventPayload]] = {
 }
 
 
-def decode_payload(event_type: str, payload: bytes) -> EventPayload:
+def decode_payload(event_type: str, payload: bytes, *, trusted: bool = False) -> EventPayload:
     """Decode a stored payload into its dataclass.
 
+    ``trusted`` decodes without proving the bytes canonical
+    (``cbor.decode_trusted``, 4-8x faster): for folding rows of the log, which only
+    ``encode_canonical`` wrote and whose bytes the hash chain covers
+    (``events verify``); a strict decode there would catch nothing the chain
+    does not. Keys are checked either way.
+
     Raises:
-        IntegrityError: unknown type, non-canonical bytes or wrong keys.
+        IntegrityError: unknown type, non-canonical (or, trusted, undecodable)
+            bytes, or wrong keys.
     """
     try:
         cls = _BY_TYPE[EventType(event_type)]
     except (ValueError, KeyError) as exc:
         raise IntegrityError(f"unknown event type {event_type!r}") from exc
     try:
-        data = decode_canonical(payload)
+        data = decode_trusted(payload) if trusted else decode_canonical(payload)
     except ValueError as exc:
         raise IntegrityError(f"{event_type}: payload is not canonical CBOR: {exc}") from exc
     if not isinstance(data, dict):

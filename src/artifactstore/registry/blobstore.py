@@ -3,9 +3,10 @@
 Routing (DESIGN section 7): ``[[storage.routes]]`` are tried in order; the
 first whose ``retention_class`` and ``producer`` (a glob) match names the
 backends a blob must be stored on; no match means ``storage.default``.
-Reads use the ``storage_locations`` view: readable copies (``stored``,
-``verified``) in a stable order, verified first; a copy that fails to open
-is skipped for the next. Failed, missing and deleted copies are never read.
+Reads use the ``storage_locations`` view (``queries.readable_backends``):
+readable copies (``stored``, ``verified``) on configured backends in a stable
+order, verified first; a copy that fails to open is skipped for the next.
+Failed, missing and deleted copies are never read.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
-from artifactstore.db.tables import storage_locations
 from artifactstore.digests import DualHasher
 from artifactstore.errors import (
     BackendUnavailableError,
@@ -23,7 +21,7 @@ from artifactstore.errors import (
     ConfigError,
     DigestMismatchError,
 )
-from artifactstore.views import LocationState
+from artifactstore.registry import queries
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -88,18 +86,7 @@ class BlobStore:
 
     async def readable_backends(self, conn: AsyncConnection, sha256: Digest) -> list[str]:
         """Backends holding a readable copy, verified copies first, then by name."""
-        rows = (
-            await conn.execute(
-                sa.select(storage_locations.c.backend, storage_locations.c.state)
-                .where(
-                    storage_locations.c.sha256 == sha256.raw,
-                    storage_locations.c.state.in_(LocationState.READABLE),
-                )
-                .order_by(storage_locations.c.backend)
-            )
-        ).all()
-        ordered = sorted(rows, key=lambda r: (r.state != LocationState.VERIFIED, r.backend))
-        return [r.backend for r in ordered if r.backend in self.backends]
+        return [b for b in await queries.readable_backends(conn, sha256) if b in self.backends]
 
     async def open(self, sha256: Digest, byte_range: ByteRange | None = None) -> ObjectStream:
         """Open a read of the blob from the first copy that opens.

@@ -19,7 +19,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from artifactstore import views
-from artifactstore.events import LogHead, append, lock_log
+from artifactstore.db.batch import StatementBatch
+from artifactstore.events import LogHead, chain_events, lock_log, queue_append
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -44,8 +45,14 @@ class JournalTransaction:
         """Append ``payloads`` after the head and apply them to the views."""
         if not payloads:
             return []
-        new = await append(self.conn, self._head, payloads, actor=self.actor)
-        await views.apply_all(self.conn, new)
+        new = chain_events(self._head, payloads, actor=self.actor)
+        # The insert and every view change go out as one statement (db.batch).
+        batch = StatementBatch()
+        queue_append(batch, new)
+        fold = views.Fold()
+        fold.extend(new)
+        fold.collect(batch, {})
+        await batch.run(self.conn)
         self._head = LogHead(new[-1].seq, new[-1].hash)
         self.appended.extend(new)
         return new
@@ -53,7 +60,15 @@ class JournalTransaction:
     async def record_copies(
         self, copies: Iterable[BlobStored], *, held: set[tuple[bytes, str]] | None = None
     ) -> list[BlobStored]:
-        """Record each copy that no readable location records yet; return those recorded.
+        """Record each copy that no readable location records yet; return those recorded."""
+        fresh = await self.fresh_copies(copies, held=held)
+        await self.record(*fresh)
+        return fresh
+
+    async def fresh_copies(
+        self, copies: Iterable[BlobStored], *, held: set[tuple[bytes, str]] | None = None
+    ) -> list[BlobStored]:
+        """The copies no readable location records yet (each once), to record in this transaction.
 
         The check runs under the lock, so two writers of one blob record its
         copy once: the loser's object is the same content-addressed object
@@ -66,14 +81,12 @@ class JournalTransaction:
             return []
         if held is None:
             held = await views.readable_copies(self.conn, [(c.sha256, c.backend) for c in wanted])
-        held = set(held)
+        seen = set(held)
         fresh: list[BlobStored] = []
         for copy in wanted:
-            if (copy.sha256, copy.backend) in held:
-                continue
-            held.add((copy.sha256, copy.backend))
-            fresh.append(copy)
-        await self.record(*fresh)
+            if (copy.sha256, copy.backend) not in seen:
+                seen.add((copy.sha256, copy.backend))
+                fresh.append(copy)
         return fresh
 
 

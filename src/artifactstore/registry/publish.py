@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from artifactstore.db.engine import reading
+from artifactstore.db.engine import autocommit
 from artifactstore.digests import BlobDigests, Digest, hash_bytes
 from artifactstore.errors import (
     BlobNotFoundError,
@@ -65,7 +65,7 @@ async def publish(
         parsed, data = manifest, encode_manifest(manifest)
     digests = hash_bytes(data)
     wanted = [f.sha256.raw for f in parsed.files]
-    async with reading(registry.engine) as conn:
+    async with autocommit(registry.engine) as conn:
         current = await queries.find_version(conn, parsed.package, parsed.version)
         if current is not None:
             return same_or_conflict(current, parsed, digests.sha256)
@@ -84,19 +84,20 @@ async def publish(
         still = await readable_copies(tx.conn, list(pairs | made))
         # Copies written above are recorded whatever happens next: they are
         # good copies of known blobs, and unrecorded they would be orphans.
-        await tx.record_copies(copies, held=still)
+        fresh = await tx.fresh_copies(copies, held=still)
         gone = sorted({raw.hex() for raw, _ in pairs - still - made})
         if current is None and not gone:
-            await tx.record(
-                PackagePublished(
-                    package=parsed.package,
-                    version=parsed.version,
-                    manifest_sha256=digests.sha256.raw,
-                    manifest=data,
-                    producer=producer,
-                    retention_class=retention_class,
-                )
+            published = PackagePublished(
+                package=parsed.package,
+                version=parsed.version,
+                manifest_sha256=digests.sha256.raw,
+                manifest=data,
+                producer=producer,
+                retention_class=retention_class,
             )
+            await tx.record(*fresh, published)
+        else:
+            await tx.record(*fresh)
     if current is not None:
         return same_or_conflict(current, parsed, digests.sha256)
     if gone:

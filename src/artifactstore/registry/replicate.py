@@ -21,19 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from artifactstore.db.tables import blobs, storage_locations
-from artifactstore.digests import BlobDigests, Digest
 from artifactstore.errors import ArtifactStoreError, ConfigError
 from artifactstore.events import BlobStored
+from artifactstore.registry import queries
 from artifactstore.registry.journal import transaction
 from artifactstore.registry.verify import Finding
-from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from artifactstore.digests import BlobDigests
     from artifactstore.registry.service import Registry
 
 __all__ = ["ReplicateProgress", "ReplicateReport", "replicate"]
@@ -93,43 +90,18 @@ class _Candidate:
 
 async def _candidates(registry: Registry) -> AsyncIterator[_Candidate]:
     """Every blob with its readable copies on configured backends, by sha256."""
+    configured = registry.store.backends
     after = b""
     while True:
         async with registry.engine.connect() as conn:
-            page = (
-                await conn.execute(
-                    sa.select(blobs.c.sha256, blobs.c.blake3, blobs.c.size)
-                    .where(blobs.c.sha256 > after)
-                    .order_by(blobs.c.sha256)
-                    .limit(_PAGE)
-                )
-            ).all()
-            copies: dict[bytes, list[tuple[bool, str]]] = {}
-            if page:
-                rows = await conn.execute(
-                    sa.select(
-                        storage_locations.c.sha256,
-                        storage_locations.c.backend,
-                        storage_locations.c.state,
-                    ).where(
-                        storage_locations.c.sha256.in_([bytes(r.sha256) for r in page]),
-                        storage_locations.c.state.in_(LocationState.READABLE),
-                    )
-                )
-                for r in rows:
-                    if r.backend in registry.store.backends:
-                        copies.setdefault(bytes(r.sha256), []).append(
-                            (r.state != LocationState.VERIFIED, r.backend)
-                        )
-        for r in page:
-            raw = bytes(r.sha256)
-            digests = BlobDigests(
-                Digest("sha256", raw), Digest("blake3", bytes(r.blake3)), int(r.size)
-            )
-            yield _Candidate(digests, tuple(b for _, b in sorted(copies.get(raw, []))))
+            page = await queries.blob_page(conn, after=after, limit=_PAGE)
+            copies = await queries.readable_backends_of(conn, [d.sha256.raw for d in page])
+        for d in page:
+            readable = copies.get(d.sha256.raw, [])
+            yield _Candidate(d, tuple(b for b in readable if b in configured))
         if len(page) < _PAGE:
             return
-        after = bytes(page[-1].sha256)
+        after = page[-1].sha256.raw
 
 
 async def replicate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Self
 
-from artifactstore.db.engine import reading
+from artifactstore.db.engine import autocommit
 from artifactstore.digests import BlobDigests, Digest, hash_bytes
 from artifactstore.errors import (
     BlobNotFoundError,
@@ -92,7 +92,7 @@ class Registry(AsyncCloseable):
         Raises:
             BlobNotFoundError: never stored.
         """
-        async with reading(self.engine) as conn:
+        async with autocommit(self.engine) as conn:
             return await queries.get_blob(conn, sha256)
 
     async def find_blob(self, sha256: Digest) -> BlobRecord | None:
@@ -191,7 +191,7 @@ class Registry(AsyncCloseable):
         )
         check_expected(digests, expected or Expected())
         targets = self.store.targets(producer=producer, retention_class=retention_class)
-        async with reading(self.engine) as conn:
+        async with autocommit(self.engine) as conn:
             readable = frozenset(await self.store.readable_backends(conn, digests.sha256))
         copies = await publishing.store_small(self, data, digests, targets, readable)
         recorded: list[BlobStored] = []
@@ -209,7 +209,7 @@ class Registry(AsyncCloseable):
     ) -> list[BlobDigests | None]:
         """Each named blob, in order, if held readable on every routed backend; else None."""
         targets = self.store.targets(producer=producer, retention_class=retention_class)
-        async with reading(self.engine) as conn:
+        async with autocommit(self.engine) as conn:
             return await queries.held_blobs(conn, wanted, targets)
 
     async def find_by_blake3(self, blake3: Digest) -> Digest | None:
@@ -248,7 +248,7 @@ class Registry(AsyncCloseable):
         try:
             check_expected(digests, expected)
             sha = digests.sha256
-            async with reading(self.engine) as conn:
+            async with autocommit(self.engine) as conn:
                 readable = set(await self.store.readable_backends(conn, sha))
             todo = []
             for name in targets:

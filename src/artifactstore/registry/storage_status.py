@@ -2,7 +2,8 @@
 
 One place answers "how is storage doing" for ``/v1/storage``, ``/readyz``,
 ``/metrics`` and ``artifactstore storage status``, all from the
-``storage_locations`` view plus each backend's cheap ``health()``.
+``storage_locations`` view (through ``queries``) plus each backend's cheap
+``health()``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
-from artifactstore.db.tables import storage_locations
+from artifactstore.registry import queries
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
@@ -68,16 +67,10 @@ class LocationProblem:
 async def location_counts(registry: Registry) -> dict[str, dict[str, int]]:
     """Copies per backend and state; every configured backend and state present."""
     async with registry.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(
-                    storage_locations.c.backend, storage_locations.c.state, sa.func.count()
-                ).group_by(storage_locations.c.backend, storage_locations.c.state)
-            )
-        ).all()
+        rows = await queries.count_locations(conn)
     counts = {name: dict.fromkeys(STATES, 0) for name in registry.store.backends}
     for backend, state, n in rows:
-        counts.setdefault(backend, dict.fromkeys(STATES, 0))[state] = int(n)
+        counts.setdefault(backend, dict.fromkeys(STATES, 0))[state] = n
     return counts
 
 
@@ -101,14 +94,8 @@ async def storage_status(registry: Registry) -> list[BackendStatus]:
 
 async def location_problems(registry: Registry, *, limit: int) -> list[LocationProblem]:
     """Up to ``limit`` failed or missing copies, by backend and sha256."""
-    sl = storage_locations
     async with registry.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(sl.c.sha256, sl.c.backend, sl.c.state, sl.c.detail)
-                .where(sl.c.state.in_(PROBLEM_STATES))
-                .order_by(sl.c.backend, sl.c.sha256)
-                .limit(limit)
-            )
-        ).all()
-    return [LocationProblem(bytes(r.sha256).hex(), r.backend, r.state, r.detail) for r in rows]
+        rows = await queries.locations_in_states(conn, PROBLEM_STATES, limit=limit)
+    return [
+        LocationProblem(sha.hex, backend, state, detail) for sha, backend, state, detail in rows
+    ]

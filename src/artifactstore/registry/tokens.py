@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from artifactstore.db.engine import autocommit
 from artifactstore.db.tables import api_tokens
 from artifactstore.errors import ConflictError, InvalidInputError, NotFoundError
 from artifactstore.events import TokenCreated, TokenRevoked
@@ -106,7 +107,7 @@ class Tokens:
         """
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:  # noqa: PLR2004 - sanity bound
             return None
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(api_tokens).where(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from artifactstore.db.engine import autocommit
 from artifactstore.db.tables import upload_sessions
 from artifactstore.digests import Algorithm, BlobDigests, Digest, DualHasher
 from artifactstore.errors import (
@@ -119,7 +120,7 @@ class Uploads:
                 return existing
         now = datetime.now(UTC)
         session_id = uuid.uuid4()
-        async with self.engine.begin() as conn:
+        async with autocommit(self.engine) as conn:
             await conn.execute(
                 upload_sessions.insert().values(
                     id=session_id,
@@ -142,7 +143,7 @@ class Uploads:
         )
 
     async def _row(self, session_id: uuid.UUID) -> sa.Row[tuple[object, ...]]:
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(upload_sessions).where(upload_sessions.c.id == session_id)
@@ -288,7 +289,7 @@ class Uploads:
         return blob
 
     async def _delete_row(self, session_id: uuid.UUID) -> None:
-        async with self.engine.begin() as conn:
+        async with autocommit(self.engine) as conn:
             await conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == session_id))
 
     async def abort(self, session_id: uuid.UUID) -> None:

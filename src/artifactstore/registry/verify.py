@@ -28,9 +28,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from artifactstore.db.tables import blobs, storage_locations
 from artifactstore.digests import Digest, DualHasher
 from artifactstore.errors import (
     ArtifactStoreError,
@@ -38,6 +35,7 @@ from artifactstore.errors import (
     BlobNotFoundError,
 )
 from artifactstore.events import LocationFailed, LocationMissing, LocationVerified
+from artifactstore.registry import queries
 from artifactstore.registry.journal import transaction
 from artifactstore.views import LocationState
 
@@ -164,40 +162,17 @@ async def _locations(registry: Registry, backend: str) -> AsyncIterator[_Locatio
     after = b""
     while True:
         async with registry.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(storage_locations.c.sha256, blobs.c.blake3, blobs.c.size)
-                    .join(blobs, blobs.c.sha256 == storage_locations.c.sha256)
-                    .where(
-                        storage_locations.c.backend == backend,
-                        storage_locations.c.state != LocationState.DELETED,
-                        storage_locations.c.sha256 > after,
-                    )
-                    .order_by(storage_locations.c.sha256)
-                    .limit(_PAGE)
-                )
-            ).all()
-        for r in rows:
-            yield _Location(Digest("sha256", bytes(r.sha256)), bytes(r.blake3), int(r.size))
-        if len(rows) < _PAGE:
+            page = await queries.live_locations(conn, backend, after=after, limit=_PAGE)
+        for d in page:
+            yield _Location(d.sha256, d.blake3.raw, d.size)
+        if len(page) < _PAGE:
             return
-        after = bytes(rows[-1].sha256)
+        after = page[-1].sha256.raw
 
 
 async def _totals(registry: Registry, backend: str) -> tuple[int, int]:
     async with registry.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(blobs.c.size), 0))
-                .select_from(storage_locations)
-                .join(blobs, blobs.c.sha256 == storage_locations.c.sha256)
-                .where(
-                    storage_locations.c.backend == backend,
-                    storage_locations.c.state != LocationState.DELETED,
-                )
-            )
-        ).one()
-    return int(row[0]), int(row[1])
+        return await queries.live_totals(conn, backend)
 
 
 async def _ensure_reachable(backend: StorageBackend) -> None:
@@ -382,13 +357,7 @@ async def _find_orphans(
 
     async def check(batch: list[ObjectInfo]) -> None:
         async with registry.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(storage_locations.c.sha256, storage_locations.c.state).where(
-                    storage_locations.c.backend == name,
-                    storage_locations.c.sha256.in_([i.sha256.raw for i in batch]),
-                )
-            )
-            states = {bytes(r.sha256): r.state for r in rows}
+            states = await queries.location_states(conn, name, [i.sha256.raw for i in batch])
         for info in batch:
             state = states.get(info.sha256.raw)
             if state is None:

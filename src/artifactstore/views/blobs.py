@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 
+from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
 from artifactstore.db.tables import blobs, storage_locations
 from artifactstore.events.payloads import (
     BlobStored,
@@ -23,13 +23,15 @@ from artifactstore.events.payloads import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from artifactstore.events.log import Event
 
-__all__ = ["LocationState", "apply_blob_event", "readable_copies"]
+__all__ = ["BlobFold", "LocationState", "readable_copies"]
+
+_KEEP_VERIFIED = "COALESCE({new}.verified_at, t.verified_at)"
 
 
 class LocationState:
@@ -43,65 +45,92 @@ class LocationState:
     READABLE = (STORED, VERIFIED)
 
 
-async def apply_blob_event(
-    conn: AsyncConnection,
-    event: Event,
-    data: BlobStored | LocationVerified | LocationFailed | LocationMissing | LocationDeleted,
-) -> None:
-    """Fold one blob or location event into the views."""
-    at = event.occurred_at
-    if isinstance(data, BlobStored):
-        await conn.execute(
-            insert(blobs)
-            .values(
-                sha256=data.sha256,
-                blake3=data.blake3,
-                size=data.size,
-                stored_at=at,
-                stored_seq=event.seq,
-            )
-            .on_conflict_do_nothing(index_elements=["sha256"])
-        )
-        stmt = insert(storage_locations).values(
-            sha256=data.sha256,
-            backend=data.backend,
-            key=data.key,
-            state=LocationState.STORED,
-            detail="",
-            updated_at=at,
-            updated_seq=event.seq,
-            verified_at=None,
-        )
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["sha256", "backend"],
-                set_={
-                    "key": stmt.excluded.key,
-                    "state": stmt.excluded.state,
-                    "detail": "",
-                    "updated_at": at,
-                    "updated_seq": event.seq,
+class BlobFold:
+    """A batch's changes to ``blobs`` and ``storage_locations``, folded in event order.
+
+    Semantics (those of one statement per event): ``blobs`` keeps the first
+    ``v1.blob.stored`` of a sha256 (insert, do nothing on conflict); a
+    ``v1.blob.stored`` upserts its location as ``stored`` but keeps its
+    ``verified_at``; the other location events update an existing location
+    and do nothing to an absent one. ``verified_at`` is only ever set, never
+    cleared, so the flush can merge it with ``COALESCE``.
+    """
+
+    def __init__(self) -> None:
+        self.blobs: Changes[bytes] = Changes()
+        self.locations: Changes[tuple[bytes, str]] = Changes()
+
+    def add(
+        self,
+        event: Event,
+        data: BlobStored | LocationVerified | LocationFailed | LocationMissing | LocationDeleted,
+    ) -> None:
+        """Fold one blob or location event into the batch."""
+        at, seq = event.occurred_at, event.seq
+        key = (data.sha256, data.backend)
+        if isinstance(data, BlobStored):
+            self.blobs.rows.setdefault(
+                data.sha256,
+                {
+                    "sha256": data.sha256,
+                    "blake3": data.blake3,
+                    "size": data.size,
+                    "stored_at": at,
+                    "stored_seq": seq,
                 },
             )
+            stored = {"key": data.key, "state": LocationState.STORED, "detail": ""}
+            row = self.locations.rows.setdefault(
+                key, {"sha256": data.sha256, "backend": data.backend, "verified_at": None}
+            )
+            row.update(stored, updated_at=at, updated_seq=seq)
+            return
+        values: dict[str, object] = {"updated_at": at, "updated_seq": seq}
+        if isinstance(data, LocationVerified):
+            values |= {"state": LocationState.VERIFIED, "detail": "", "verified_at": at}
+        elif isinstance(data, LocationFailed):
+            values |= {"state": LocationState.FAILED, "detail": data.reason}
+        elif isinstance(data, LocationMissing):
+            values |= {"state": LocationState.MISSING, "detail": "object not found"}
+        else:
+            values |= {"state": LocationState.DELETED, "detail": ""}
+        self.locations.update(key, values)
+
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the batch's statements: updates of existing locations first, then new rows."""
+        update_rows(
+            batch,
+            storage_locations,
+            self.locations,
+            targets,
+            match=("sha256", "backend"),
+            assign={
+                "state": "v.state",
+                "detail": "v.detail",
+                "updated_at": "v.updated_at",
+                "updated_seq": "v.updated_seq",
+                "verified_at": _KEEP_VERIFIED.format(new="v"),
+            },
         )
-        return
-    values: dict[str, object] = {"updated_at": at, "updated_seq": event.seq}
-    if isinstance(data, LocationVerified):
-        values |= {"state": LocationState.VERIFIED, "detail": "", "verified_at": at}
-    elif isinstance(data, LocationFailed):
-        values |= {"state": LocationState.FAILED, "detail": data.reason}
-    elif isinstance(data, LocationMissing):
-        values |= {"state": LocationState.MISSING, "detail": "object not found"}
-    else:
-        values |= {"state": LocationState.DELETED, "detail": ""}
-    await conn.execute(
-        sa.update(storage_locations)
-        .where(
-            storage_locations.c.sha256 == data.sha256,
-            storage_locations.c.backend == data.backend,
+        insert_rows(
+            batch,
+            blobs,
+            list(self.blobs.rows.values()),
+            targets,
+            on_conflict="ON CONFLICT (sha256) DO NOTHING",
         )
-        .values(**values)
-    )
+        insert_rows(
+            batch,
+            storage_locations,
+            list(self.locations.rows.values()),
+            targets,
+            on_conflict=(
+                "ON CONFLICT (sha256, backend) DO UPDATE SET key = excluded.key,"
+                " state = excluded.state, detail = excluded.detail,"
+                " updated_at = excluded.updated_at, updated_seq = excluded.updated_seq,"
+                f" verified_at = {_KEEP_VERIFIED.format(new='excluded')}"
+            ),
+        )
 
 
 async def readable_copies(

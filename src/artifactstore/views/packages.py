@@ -8,85 +8,132 @@ gateway's listing order, served from the primary key index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
-
+from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
 from artifactstore.db.tables import package_files, package_versions, packages
 from artifactstore.events.payloads import PackagePublished, PackageYanked
-from artifactstore.manifest import decode_manifest
+from artifactstore.manifest import trusted_file_entries
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from collections.abc import Mapping
 
     from artifactstore.events.log import Event
 
-__all__ = ["apply_package_event"]
+__all__ = ["PackageFold"]
 
-_FILE_BATCH = 5000
+_FILES_PER_STATEMENT = 50_000
 
 
-async def apply_package_event(
-    conn: AsyncConnection, event: Event, data: PackagePublished | PackageYanked
-) -> None:
-    """Fold one package event into the views."""
-    at = event.occurred_at
-    if isinstance(data, PackageYanked):
-        await conn.execute(
-            sa.update(package_versions)
-            .where(
-                package_versions.c.package == data.package,
-                package_versions.c.version == data.version,
-            )
-            .values(yanked=True, yanked_at=at, yank_reason=data.reason)
-        )
-        await conn.execute(
-            sa.update(package_files)
-            .where(
-                package_files.c.package == data.package,
-                package_files.c.version == data.version,
-            )
-            .values(yanked=True)
-        )
-        return
-    manifest = decode_manifest(data.manifest)
-    stmt = insert(packages).values(
-        name=data.package, created_at=at, created_seq=event.seq, updated_at=at, version_count=1
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["name"],
-            set_={"updated_at": at, "version_count": packages.c.version_count + 1},
-        )
-    )
-    await conn.execute(
-        package_versions.insert().values(
-            package=data.package,
-            version=data.version,
-            manifest_sha256=data.manifest_sha256,
-            published_at=at,
-            published_seq=event.seq,
-            actor=event.actor,
-            producer=data.producer,
-            retention_class=data.retention_class,
-            file_count=len(manifest.files),
-            total_size=sum(f.size for f in manifest.files),
-        )
-    )
-    rows = [
-        {
+class PackageFold:
+    """A batch's changes to ``packages``, ``package_versions`` and ``package_files``.
+
+    Semantics (those of one statement per event): a publish upserts its
+    package (first ``created_*`` kept, ``updated_at`` moved, count + 1) and
+    inserts the version and its files (a second publish of a version is a
+    unique violation, as before); a yank updates the version and its files
+    if they exist by then, and does nothing otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.packages: dict[str, dict[str, Any]] = {}
+        self.versions: Changes[tuple[str, str]] = Changes()
+        self.files: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.yanked_files: dict[tuple[str, str], bool] = {}
+        self.clashes: list[dict[str, Any]] = []
+
+    def add(self, event: Event, data: PackagePublished | PackageYanked) -> None:
+        """Fold one package event into the batch."""
+        at = event.occurred_at
+        key = (data.package, data.version)
+        if isinstance(data, PackageYanked):
+            yank = {"yanked": True, "yanked_at": at, "yank_reason": data.reason}
+            self.versions.update(key, yank)
+            if key in self.files:
+                for row in self.files[key]:
+                    row["yanked"] = True
+            else:
+                self.yanked_files[key] = True
+            return
+        entries = trusted_file_entries(data.manifest)
+        package = self.packages.get(data.package)
+        if package is None:
+            self.packages[data.package] = {
+                "name": data.package,
+                "created_at": at,
+                "created_seq": event.seq,
+                "updated_at": at,
+                "version_count": 1,
+            }
+        else:
+            package["updated_at"] = at
+            package["version_count"] += 1
+        row = {
             "package": data.package,
-            "key": f"{data.version}/{f.path}",
             "version": data.version,
-            "path": f.path,
-            "size": f.size,
-            "sha256": f.sha256.raw,
-            "blake3": f.blake3.raw,
-            "media_type": f.media_type,
+            "manifest_sha256": data.manifest_sha256,
             "published_at": at,
+            "published_seq": event.seq,
+            "actor": event.actor,
+            "producer": data.producer,
+            "retention_class": data.retention_class,
+            "file_count": len(entries),
+            "total_size": sum(f["size"] for f in entries),
+            "yanked": False,
+            "yanked_at": None,
+            "yank_reason": None,
         }
-        for f in manifest.files
-    ]
-    for start in range(0, len(rows), _FILE_BATCH):
-        await conn.execute(package_files.insert(), rows[start : start + _FILE_BATCH])
+        if key in self.versions.rows:  # inserted too, so the flush fails as the old INSERT did
+            self.clashes.append(row)
+            return
+        self.versions.rows[key] = row
+        self.files[key] = [
+            {
+                "package": data.package,
+                "key": f"{data.version}/{f['path']}",
+                "version": data.version,
+                "path": f["path"],
+                "size": f["size"],
+                "sha256": f["sha256"],
+                "blake3": f["blake3"],
+                "media_type": f["media_type"],
+                "published_at": at,
+                "yanked": False,
+            }
+            for f in entries
+        ]
+
+    def collect(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the batch's statements: yanks of existing versions first, then new rows."""
+        update_rows(
+            batch,
+            package_versions,
+            self.versions,
+            targets,
+            match=("package", "version"),
+            assign={c: f"v.{c}" for c in ("yanked", "yanked_at", "yank_reason")},
+        )
+        update_rows(
+            batch,
+            package_files,
+            [{"package": k[0], "version": k[1]} for k in self.yanked_files],
+            targets,
+            match=("package", "version"),
+            assign={"yanked": "true"},
+        )
+        insert_rows(
+            batch,
+            packages,
+            list(self.packages.values()),
+            targets,
+            on_conflict=(
+                "ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,"
+                " version_count = t.version_count + excluded.version_count"
+            ),
+        )
+        versions = [*self.versions.rows.values(), *self.clashes]
+        insert_rows(batch, package_versions, versions, targets)
+        files = [row for rows in self.files.values() for row in rows]
+        for start in range(0, len(files), _FILES_PER_STATEMENT):
+            chunk = files[start : start + _FILES_PER_STATEMENT]
+            insert_rows(batch, package_files, chunk, targets)
