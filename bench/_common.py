@@ -11,12 +11,17 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import sysconfig
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import blake3
 import httpx
 
 if TYPE_CHECKING:
@@ -158,3 +163,128 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30) -
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def proc_status_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in KiB (empty once the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in {"VmRSS", "VmHWM"}:
+            found[key] = int(value.split()[0])
+    return found
+
+
+@dataclass
+class RssSampler:
+    """Samples a process's VmRSS every ``interval`` seconds in a thread, labelled by phase."""
+
+    pid: int
+    interval: float = 0.05
+    phase: str = "start-up"
+    samples: list[tuple[str, int]] = field(default_factory=list)
+    hwm: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sampling in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        """Take one sample now (also called by the thread)."""
+        status = proc_status_kib(self.pid)
+        if "VmRSS" in status:
+            self.samples.append((self.phase, status["VmRSS"] * 1024))
+            self.hwm = max(self.hwm, status.get("VmHWM", 0) * 1024)
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def peak(self, phase: str | None = None) -> int:
+        """The highest sampled RSS in bytes, over one phase or all of them."""
+        return max((rss for p, rss in self.samples if phase is None or p == phase), default=0)
+
+    def median(self, phase: str) -> int:
+        """The median sampled RSS in bytes over one phase."""
+        values = [rss for p, rss in self.samples if p == phase]
+        return int(statistics.median(values)) if values else 0
+
+
+def compile_installed() -> None:
+    """Bytecode for site-packages and artifactstore, as a warm installation has."""
+    import artifactstore  # noqa: PLC0415 - only to find the package
+
+    roots = {sysconfig.get_path("purelib"), str(Path(artifactstore.__file__).parent)}
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", *sorted(roots)],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SmallFile:
+    """One small file's bytes and digests (bare hex)."""
+
+    data: bytes
+    sha256: str
+    blake3: str
+
+
+def small_files(count: int, size: int = 4096) -> list[SmallFile]:
+    """``count`` files of ``size`` distinct random bytes, digests computed."""
+    files = []
+    for _ in range(count):
+        data = os.urandom(size)
+        files.append(
+            SmallFile(data, hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
+        )
+    return files
+
+
+def one_file_manifest(package: str, version: str, f: SmallFile) -> dict[str, object]:
+    """The JSON manifest of a version holding ``f`` alone, as ``f.bin``."""
+    return {
+        "package": package,
+        "version": version,
+        "files": [
+            {
+                "path": "f.bin",
+                "size": len(f.data),
+                "sha256": f"sha256:{f.sha256}",
+                "blake3": f"blake3:{f.blake3}",
+            }
+        ],
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; NaN when empty)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load_average() -> str:
+    """The three load averages, printed at both ends of the run."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def mib(n: int) -> str:
+    """Bytes as whole MiB, the unit of the RSS rows."""
+    return f"{n / MIB:.0f} MiB"

@@ -36,84 +36,36 @@ import asyncio
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
 import httpx
 
-from _common import GIB, MIB, mb, server_env, start_server, stop_process, wait_http
+from _common import (
+    GIB,
+    MIB,
+    RssSampler,
+    SmallFile,
+    compile_installed,
+    load_average,
+    mb,
+    mib,
+    one_file_manifest,
+    percentile,
+    server_env,
+    small_files,
+    start_server,
+    stop_process,
+    wait_http,
+)
 
 SMALL = 4096
 WORKERS = 8
 WARMUP_PUBLISHES = 16
 RSS_TARGET = 200 * MIB
-
-
-def proc_status_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of ``pid`` in KiB (empty once the process is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return {}
-    found = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in {"VmRSS", "VmHWM"}:
-            found[key] = int(value.split()[0])
-    return found
-
-
-@dataclass
-class RssSampler:
-    """Samples a process's VmRSS every ``interval`` seconds in a thread, labelled by phase."""
-
-    pid: int
-    interval: float = 0.05
-    phase: str = "start-up"
-    samples: list[tuple[str, int]] = field(default_factory=list)
-    hwm: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start sampling in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def sample(self) -> None:
-        """Take one sample now (also called by the thread)."""
-        status = proc_status_kib(self.pid)
-        if "VmRSS" in status:
-            self.samples.append((self.phase, status["VmRSS"] * 1024))
-            self.hwm = max(self.hwm, status.get("VmHWM", 0) * 1024)
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def peak(self, phase: str | None = None) -> int:
-        """The highest sampled RSS in bytes, over one phase or all of them."""
-        return max((rss for p, rss in self.samples if phase is None or p == phase), default=0)
-
-    def median(self, phase: str) -> int:
-        """The median sampled RSS in bytes over one phase."""
-        values = [rss for p, rss in self.samples if p == phase]
-        return int(statistics.median(values)) if values else 0
 
 
 def write_random_file(path: Path, total: int) -> None:
@@ -152,18 +104,6 @@ def cp_rates(source: Path) -> tuple[float, float]:
     return size / copied, size / synced
 
 
-def compile_installed() -> None:
-    """Bytecode for site-packages and artifactstore, as a warm installation has."""
-    import artifactstore  # noqa: PLC0415 - only to find the package
-
-    roots = {sysconfig.get_path("purelib"), str(Path(artifactstore.__file__).parent)}
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "-j", "0", *sorted(roots)],
-        check=False,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def run_cli(args: list[str], env: dict[str, str]) -> float:
     """Run ``python -m artifactstore.cli ARGS``; wall-clock seconds."""
     started = time.perf_counter()
@@ -178,25 +118,6 @@ def run_cli(args: list[str], env: dict[str, str]) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
     return elapsed
-
-
-@dataclass(frozen=True, slots=True)
-class SmallFile:
-    """One small file's bytes and digests (bare hex)."""
-
-    data: bytes
-    sha256: str
-    blake3: str
-
-
-def small_files(count: int) -> list[SmallFile]:
-    files = []
-    for _ in range(count):
-        data = os.urandom(SMALL)
-        files.append(
-            SmallFile(data, hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
-        )
-    return files
 
 
 async def publish_one(client: httpx.AsyncClient, package: str, version: str, f: SmallFile) -> None:
@@ -215,18 +136,7 @@ async def publish_one(client: httpx.AsyncClient, package: str, version: str, f: 
             raise RuntimeError(f"PUT {location}: {done.status_code} {done.text[:300]}")
     elif created.status_code != 200:
         raise RuntimeError(f"POST /v1/uploads: {created.status_code} {created.text[:300]}")
-    manifest = {
-        "package": package,
-        "version": version,
-        "files": [
-            {
-                "path": "f.bin",
-                "size": SMALL,
-                "sha256": f"sha256:{f.sha256}",
-                "blake3": f"blake3:{f.blake3}",
-            }
-        ],
-    }
+    manifest = one_file_manifest(package, version, f)
     put = await client.put(f"/v1/packages/{package}/versions/{version}", json=manifest)
     if put.status_code != 201:
         raise RuntimeError(f"PUT {package} {version}: {put.status_code} {put.text[:300]}")
@@ -254,23 +164,6 @@ async def publish_many(
         await asyncio.gather(*(worker() for _ in range(workers)))
         elapsed = time.perf_counter() - started
     return elapsed, latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def load_average() -> str:
-    """The three load averages, printed at both ends of the run."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def mib(n: int) -> str:
-    """Bytes as whole MiB, the unit of the RSS rows."""
-    return f"{n / MIB:.0f} MiB"
 
 
 def main() -> None:  # noqa: PLR0915 - one linear script
