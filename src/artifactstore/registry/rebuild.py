@@ -139,6 +139,10 @@ async def rebuild_views(
         finally:
             if tx.is_active:
                 await tx.rollback()
+        if not check:
+            # The old tables' files go now, without the log lock (db.shadow).
+            async with conn.begin():
+                await shadow.drop_retired(conn, VIEW_TABLES)
     return RebuildReport(
         events=head.seq,
         rounds=rounds,
