@@ -155,15 +155,11 @@ class Registry(AsyncCloseable):
         retention_class: str | None = None,
         actor: str = SYSTEM_ACTOR,
     ) -> BlobRecord:
-        """Store a small in-memory blob (manifests, tests)."""
-        digests = hash_bytes(data)
-        return await self.ingest(
-            publishing.one_chunk(data),
-            expected=Expected(digests.sha256, digests.blake3, digests.size),
-            producer=producer,
-            retention_class=retention_class,
-            actor=actor,
+        """Store a small in-memory blob (tests, benchmarks): ``put_small`` without the flag."""
+        blob, _ = await self.put_small(
+            data, producer=producer, retention_class=retention_class, actor=actor
         )
+        return blob
 
     async def put_small(
         self,
