@@ -39,7 +39,6 @@ class JournalTransaction:
         self.conn = conn
         self.actor = actor
         self._head = head
-        self.appended: list[Event] = []
 
     async def record(self, *payloads: EventPayload) -> list[Event]:
         """Append ``payloads`` after the head and apply them to the views."""
@@ -54,7 +53,6 @@ class JournalTransaction:
         fold.collect(batch, {})
         await batch.run(self.conn)
         self._head = LogHead(new[-1].seq, new[-1].hash)
-        self.appended.extend(new)
         return new
 
     async def record_copies(

@@ -1,8 +1,9 @@
 """Views: tables derived from the event log only, and how to rebuild them.
 
-``apply_all`` folds one transaction's events into every view they touch and
-records each view's position in ``view_positions`` in the same transaction,
-so a view's rows and its position never disagree. ``replay`` empties every
+``Fold`` folds events into every view they touch and records each view's
+position in ``view_positions`` in the same statements, so a view's rows and
+its position never disagree; the journal (``registry/journal.py``) sends a
+transaction's fold with its event insert as one statement. ``replay`` empties every
 view and folds the whole log again in the caller's transaction; the online
 rebuild beside live writers is ``registry.rebuild``. Both go through the one
 batch fold (``views.fold``). ``snapshot`` compares two states of the views.
@@ -19,38 +20,17 @@ from artifactstore.views.blobs import LocationState, readable_copies
 from artifactstore.views.fold import FOLD_BATCH, Fold, fold_log
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from sqlalchemy.ext.asyncio import AsyncConnection
-
-    from artifactstore.events.log import Event
 
 __all__ = [
     "FOLD_BATCH",
     "Fold",
     "LocationState",
-    "apply",
-    "apply_all",
     "fold_log",
     "readable_copies",
     "replay",
     "snapshot",
 ]
-
-
-async def apply_all(conn: AsyncConnection, events: Sequence[Event]) -> None:
-    """Fold ``events`` (consecutive, in log order) into the live views.
-
-    Runs in the caller's transaction (``registry.journal`` relies on it).
-    """
-    fold = Fold()
-    fold.extend(events)
-    await fold.flush(conn, {})
-
-
-async def apply(conn: AsyncConnection, event: Event) -> None:
-    """Fold one event into the live views, in the caller's transaction."""
-    await apply_all(conn, [event])
 
 
 async def replay(conn: AsyncConnection) -> int:

@@ -3,10 +3,10 @@
 ``Fold`` takes events in log order, keeps each family's pending changes in
 Python (several events on one key merge there, in order) and ``flush``
 writes them with a few multi-row statements per table, then moves each
-family's ``view_positions`` row to its newest seq. ``views.apply_all`` folds
-one transaction's events through it; ``fold_log`` reads the log in bounded
-batches through it (replay, into live or shadow tables), so the two paths
-cannot diverge.
+family's ``view_positions`` row to its newest seq. The journal folds one
+transaction's events through it (``collect``: sent with the event insert as
+one statement); ``fold_log`` reads the log in bounded batches through it
+(replay, into live or shadow tables), so the two paths cannot diverge.
 """
 
 from __future__ import annotations
