@@ -38,6 +38,7 @@ from artifactstore.views import readable_copies
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
+    from artifactstore.events import EventPayload
     from artifactstore.registry.queries import RecordedBlob
     from artifactstore.registry.records import VersionRecord
     from artifactstore.registry.service import Registry
@@ -84,20 +85,20 @@ async def publish(
         still = await readable_copies(tx.conn, list(pairs | made))
         # Copies written above are recorded whatever happens next: they are
         # good copies of known blobs, and unrecorded they would be orphans.
-        fresh = await tx.fresh_copies(copies, held=still)
+        fresh: list[EventPayload] = [*await tx.fresh_copies(copies, held=still)]
         gone = sorted({raw.hex() for raw, _ in pairs - still - made})
         if current is None and not gone:
-            published = PackagePublished(
-                package=parsed.package,
-                version=parsed.version,
-                manifest_sha256=digests.sha256.raw,
-                manifest=data,
-                producer=producer,
-                retention_class=retention_class,
+            fresh.append(
+                PackagePublished(
+                    package=parsed.package,
+                    version=parsed.version,
+                    manifest_sha256=digests.sha256.raw,
+                    manifest=data,
+                    producer=producer,
+                    retention_class=retention_class,
+                )
             )
-            await tx.record(*fresh, published)
-        else:
-            await tx.record(*fresh)
+        await tx.record(*fresh)
     if current is not None:
         return same_or_conflict(current, parsed, digests.sha256)
     if gone:
