@@ -22,12 +22,12 @@ import pytest
 
 from artifactstore import errors
 from artifactstore.api import handoff
-from artifactstore.api.handoff import HANDOFF_HEADER as SERVER_HEADER
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics
-from artifactstore.cli.client import ServerUnreachableError
-from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
+from artifactstore.client.errors import ServerUnreachableError
+from artifactstore.client.handoff import HandoffClient, HandoffUnavailableError
 from artifactstore.digests import Digest
+from artifactstore.protocol import HANDOFF_HEADER
 from artifactstore.registry import Registry, Uploads, UploadSession
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ def _raw(path: str, message: bytes, fds: list[int]) -> dict[str, Any]:
         socket.send_fds(sock, [message], fds) if fds else sock.send(message)
         answer: dict[str, Any] = json.loads(sock.recv(65536))
         return answer
-
-
-def test_the_client_and_server_agree_on_the_header_name() -> None:
-    assert HANDOFF_HEADER == SERVER_HEADER
 
 
 async def test_a_handed_over_file_is_stored_byte_for_byte(

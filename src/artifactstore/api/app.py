@@ -21,11 +21,12 @@ from fastapi import FastAPI
 
 import artifactstore
 from artifactstore.api.errors import install_error_handlers
-from artifactstore.api.handoff import HANDOFF_SOCKET, HandoffListener
+from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics, MetricsMiddleware
 from artifactstore.api.notify import EventNotifier
 from artifactstore.api.routes import blobs, events, packages, system, uploads
 from artifactstore.api.services import Services
+from artifactstore.protocol import ADMIN_TOKEN_FILE, HANDOFF_SOCKET
 from artifactstore.registry import Registry, Tokens, Uploads
 
 if TYPE_CHECKING:
@@ -34,11 +35,10 @@ if TYPE_CHECKING:
 
     from artifactstore.config import Settings
 
-__all__ = ["ADMIN_TOKEN_FILE", "create_app", "ensure_admin_token"]
+__all__ = ["create_app", "ensure_admin_token"]
 
 log = logging.getLogger("artifactstore.api")
 
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 EXPIRY_INTERVAL_SECONDS = 60.0
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from artifactstore import errors as e
+from artifactstore.protocol import OFFSET_HEADER, error_body
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -58,7 +59,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """The one error body shape: ``{"error": {"code", "message", "detail"}}``."""
-    body = {"error": {"code": code, "message": message, "detail": jsonable_encoder(detail or {})}}
+    body = error_body(code, message, jsonable_encoder(detail or {}))
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -67,7 +68,7 @@ async def _artifactstore_error(_request: Request, exc: Exception) -> JSONRespons
     status = status_for(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, e.UploadOffsetMismatchError):
-        headers["Upload-Offset"] = str(exc.detail.get("offset", 0))
+        headers[OFFSET_HEADER] = str(exc.detail.get("offset", 0))
     if isinstance(exc, e.InvalidRangeError) and "size" in exc.detail:
         headers["Content-Range"] = f"bytes */{exc.detail['size']}"
     if isinstance(exc, e.UnauthorizedError):

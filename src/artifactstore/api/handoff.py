@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from artifactstore import errors as e
 from artifactstore.api.errors import status_for
+from artifactstore.protocol import error_body
 from artifactstore.storage.streams import read_file_range
 
 if TYPE_CHECKING:
@@ -50,13 +51,10 @@ if TYPE_CHECKING:
     from artifactstore.api.metrics import Metrics
     from artifactstore.registry import Uploads
 
-__all__ = ["HANDOFF_HEADER", "HANDOFF_SOCKET", "MAX_MESSAGE_BYTES", "HandoffListener"]
+__all__ = ["MAX_MESSAGE_BYTES", "HandoffListener"]
 
 log = logging.getLogger("artifactstore.api.handoff")
 
-HANDOFF_SOCKET = "handoff.sock"
-HANDOFF_HEADER = "Upload-Handoff"
-"""Response header (to loopback peers only) naming the socket path."""
 MAX_MESSAGE_BYTES = 4096
 READ_PIECE_BYTES = 4 * 1024 * 1024
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -153,10 +151,7 @@ class HandoffListener:
                 status = 200
             except e.ArtifactStoreError as exc:
                 status = status_for(exc)
-                answer = {
-                    "status": status,
-                    "error": {"code": exc.code, "message": exc.message, "detail": exc.detail},
-                }
+                answer = {"status": status, **error_body(exc.code, exc.message, exc.detail)}
             except OSError as exc:
                 log.info("handoff connection failed: %s", exc)
                 return

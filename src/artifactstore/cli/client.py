@@ -39,7 +39,8 @@ import typer
 
 import artifactstore
 from artifactstore import errors
-from artifactstore.cli.bulk import BulkTransportError, FileSender
+from artifactstore.client.errors import ServerUnreachableError
+from artifactstore.client.rawhttp import BulkTransportError, FileSender
 from artifactstore.config import (
     DEFAULT_SERVER_URL,
     ENV_DATA_DIR,
@@ -47,6 +48,7 @@ from artifactstore.config import (
     default_data_dir,
     is_loopback,
 )
+from artifactstore.protocol import ADMIN_TOKEN_FILE, ENV_TOKEN
 from artifactstore.storage.streams import read_file_range
 
 if TYPE_CHECKING:
@@ -75,8 +77,6 @@ log = logging.getLogger("artifactstore.cli")
 
 T = TypeVar("T")
 
-ENV_TOKEN = "ARTIFACTSTORE_TOKEN"  # noqa: S105 - a variable name
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - the file name the server writes (api/app.py)
 USER_AGENT = f"artifactstore-cli/{artifactstore.__version__}"
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -84,12 +84,6 @@ RETRY_BUDGET_SECONDS = 120.0
 """Longest a transfer keeps retrying one operation before giving up."""
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 15.0
-
-
-class ServerUnreachableError(errors.UnavailableError):
-    """Raised when the server cannot be connected to, or the connection broke."""
-
-    code = "server_unreachable"
 
 
 def _error_classes() -> dict[str, type[errors.ArtifactStoreError]]:

@@ -75,7 +75,6 @@ from artifactstore.cli.client import (
     format_size,
     resolve_endpoint,
 )
-from artifactstore.cli.handoff import HANDOFF_HEADER, HandoffClient, HandoffUnavailableError
 from artifactstore.cli.small_blobs import (
     Blob,
     SmallBlobs,
@@ -84,6 +83,7 @@ from artifactstore.cli.small_blobs import (
     received_other_bytes,
     routing_labels,
 )
+from artifactstore.client.handoff import HandoffClient, HandoffUnavailableError
 from artifactstore.digests import Digest
 from artifactstore.manifest import (
     DEFAULT_MEDIA_TYPE,
@@ -94,6 +94,7 @@ from artifactstore.manifest import (
     encode_manifest,
 )
 from artifactstore.names import validate_file_path, validate_package_name, validate_version
+from artifactstore.protocol import HANDOFF_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

@@ -14,11 +14,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from artifactstore.api.handoff import HANDOFF_HEADER
 from artifactstore.api.schemas import CreateUpload, blob_json, parse_digest, session_json
 from artifactstore.api.services import ActorWrite, Services, ServicesDep
 from artifactstore.config import is_loopback
 from artifactstore.errors import InvalidInputError
+from artifactstore.protocol import HANDOFF_HEADER, OFFSET_HEADER
 from artifactstore.registry import BlobRecord
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint and off_t
-OffsetHeader = Annotated[int | None, Header(alias="Upload-Offset", ge=0, le=MAX_OFFSET)]
+OffsetHeader = Annotated[int | None, Header(alias=OFFSET_HEADER, ge=0, le=MAX_OFFSET)]
 LengthHeader = Annotated[int | None, Header(alias="Content-Length", ge=0)]
 
 
@@ -73,7 +73,7 @@ async def create_upload(
     return JSONResponse(
         session_json(result),
         status_code=201,
-        headers={"Location": location, "Upload-Offset": "0", **_handoff_header(request, services)},
+        headers={"Location": location, OFFSET_HEADER: "0", **_handoff_header(request, services)},
     )
 
 
@@ -94,7 +94,7 @@ async def append_chunk(
         session_id, upload_offset, _body(request), content_length=content_length
     )
     services.metrics.appended_at(upload_offset)
-    return Response(status_code=204, headers={"Upload-Offset": str(new_offset)})
+    return Response(status_code=204, headers={OFFSET_HEADER: str(new_offset)})
 
 
 @router.head("/{upload_id}", summary="The resume point of a session")
@@ -106,7 +106,7 @@ async def head_upload(
     return Response(
         status_code=200,
         headers={
-            "Upload-Offset": str(session.offset),
+            OFFSET_HEADER: str(session.offset),
             "Upload-Expires": session.expires_at.isoformat(),
             "Cache-Control": "no-store",
             **_handoff_header(request, services),
@@ -118,7 +118,7 @@ async def head_upload(
 async def get_upload(upload_id: str, services: ServicesDep, _actor: ActorWrite) -> Response:
     """The session as JSON."""
     session = await services.uploads.get(_session_id(upload_id))
-    return JSONResponse(session_json(session), headers={"Upload-Offset": str(session.offset)})
+    return JSONResponse(session_json(session), headers={OFFSET_HEADER: str(session.offset)})
 
 
 @router.put("/{upload_id}", status_code=201, summary="Finalize: verify digests and store")

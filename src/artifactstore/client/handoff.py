@@ -15,17 +15,14 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
-import httpx
-
 from artifactstore import errors
-from artifactstore.cli.client import ServerUnreachableError, error_from_response
+from artifactstore.client.errors import ServerUnreachableError
+from artifactstore.protocol import error_from_body
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["HANDOFF_HEADER", "HandoffClient", "HandoffUnavailableError"]
-
-HANDOFF_HEADER = "Upload-Handoff"  # the header the server sends (api/handoff.py)
+__all__ = ["HandoffClient", "HandoffUnavailableError"]
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 ANSWER_TIMEOUT_SECONDS = 60.0
@@ -80,7 +77,4 @@ class HandoffClient:
             status = int(body["status"])
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.ArtifactStoreError("the server sent an invalid handoff answer") from exc
-        response = httpx.Response(
-            status, json=body, request=httpx.Request("PATCH", f"unix:{self.path}")
-        )
-        raise error_from_response(response)
+        raise error_from_body(status, body, fallback=f"the handoff answered {status}")

@@ -1,4 +1,4 @@
-"""cli/bulk.py: file ranges sent with sendfile (or TLS) to a real in-process HTTP server.
+"""client/rawhttp.py: file ranges sent with sendfile (or TLS) to a real in-process HTTP server.
 
 The server is ``http.server.ThreadingHTTPServer`` on loopback; the path picks
 its behaviour (see ``_Handler``). It hashes what it reads and records, per
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from artifactstore.cli.bulk import MAX_ANSWER, BulkTransportError, FileSender, RawResponse
+from artifactstore.client.rawhttp import MAX_ANSWER, BulkTransportError, FileSender, RawResponse
 from artifactstore.errors import SizeMismatchError
 
 if TYPE_CHECKING:

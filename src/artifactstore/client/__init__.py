@@ -1,0 +1,1 @@
+"""``artifactstore.client``: the Python library for programs that publish or fetch artifacts."""
