@@ -1,4 +1,4 @@
-"""JSON shapes of the REST API (docs/API.md): records in, plain dicts out.
+"""JSON shapes of the REST API (docs/API.md): request models in, ``artifactstore.models`` out.
 
 Digests are always text with their algorithm (``sha256:<hex>``); times are
 ISO 8601 in UTC. Request bodies that are JSON are validated by pydantic
@@ -14,6 +14,14 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from artifactstore.digests import Algorithm, Digest
+from artifactstore.models import (
+    BlobInfo,
+    EventInfo,
+    LocationInfo,
+    PackageInfo,
+    UploadSessionInfo,
+    VersionInfo,
+)
 
 if TYPE_CHECKING:
     from artifactstore.digests import BlobDigests
@@ -96,64 +104,62 @@ class YankRequest(BaseModel):
 
 def blob_json(blob: BlobRecord) -> dict[str, Any]:
     """A blob and its copies."""
-    return {
-        "sha256": str(blob.sha256),
-        "blake3": str(blob.blake3),
-        "size": blob.size,
-        "stored_at": blob.stored_at.isoformat(),
-        "locations": [
-            {
-                "backend": loc.backend,
-                "state": loc.state,
-                "detail": loc.detail,
-                "updated_at": loc.updated_at.isoformat(),
-                "verified_at": loc.verified_at.isoformat() if loc.verified_at else None,
-            }
+    return BlobInfo(
+        sha256=blob.sha256,
+        blake3=blob.blake3,
+        size=blob.size,
+        stored_at=blob.stored_at,
+        locations=tuple(
+            LocationInfo(
+                backend=loc.backend,
+                state=loc.state,
+                detail=loc.detail,
+                updated_at=loc.updated_at,
+                verified_at=loc.verified_at,
+            )
             for loc in blob.locations
-        ],
-    }
+        ),
+    ).to_json()
 
 
 def digests_json(digests: BlobDigests) -> dict[str, Any]:
     """A blob's names and size, without its copies."""
-    return {"sha256": str(digests.sha256), "blake3": str(digests.blake3), "size": digests.size}
+    return BlobInfo(sha256=digests.sha256, blake3=digests.blake3, size=digests.size).to_json()
 
 
 def session_json(session: UploadSession) -> dict[str, Any]:
     """An upload session's public state."""
-    return {
-        "id": str(session.id),
-        "offset": session.offset,
-        "expires_at": session.expires_at.isoformat(),
-    }
+    return UploadSessionInfo(
+        id=str(session.id), offset=session.offset, expires_at=session.expires_at
+    ).to_json()
 
 
 def package_json(package: PackageRecord) -> dict[str, Any]:
     """A package summary."""
-    return {
-        "name": package.name,
-        "created_at": package.created_at.isoformat(),
-        "updated_at": package.updated_at.isoformat(),
-        "version_count": package.version_count,
-    }
+    return PackageInfo(
+        name=package.name,
+        created_at=package.created_at,
+        updated_at=package.updated_at,
+        version_count=package.version_count,
+    ).to_json()
 
 
 def version_json(version: VersionRecord) -> dict[str, Any]:
     """A version summary (the manifest is added by the handler that has it)."""
-    return {
-        "package": version.package,
-        "version": version.version,
-        "manifest_sha256": str(version.manifest_sha256),
-        "published_at": version.published_at.isoformat(),
-        "actor": version.actor,
-        "producer": version.producer,
-        "retention_class": version.retention_class,
-        "file_count": version.file_count,
-        "total_size": version.total_size,
-        "yanked": version.yanked,
-        "yanked_at": version.yanked_at.isoformat() if version.yanked_at else None,
-        "yank_reason": version.yank_reason,
-    }
+    return VersionInfo(
+        package=version.package,
+        version=version.version,
+        manifest_sha256=version.manifest_sha256,
+        published_at=version.published_at,
+        actor=version.actor,
+        producer=version.producer,
+        retention_class=version.retention_class,
+        file_count=version.file_count,
+        total_size=version.total_size,
+        yanked=version.yanked,
+        yanked_at=version.yanked_at,
+        yank_reason=version.yank_reason,
+    ).to_json()
 
 
 _DIGEST_FIELDS = {"sha256": "sha256", "blake3": "blake3", "manifest_sha256": "sha256"}
@@ -171,13 +177,13 @@ def event_json(event: Event) -> dict[str, Any]:
         if f.name in _DIGEST_FIELDS and isinstance(value, bytes):
             value = f"{_DIGEST_FIELDS[f.name]}:{value.hex()}"
         payload[f.name] = value
-    return {
-        "seq": event.seq,
-        "id": str(event.id),
-        "type": event.type,
-        "occurred_at": event.occurred_at.isoformat(),
-        "actor": event.actor,
-        "prev_hash": event.prev_hash.hex(),
-        "hash": event.hash.hex(),
-        "payload": payload,
-    }
+    return EventInfo(
+        seq=event.seq,
+        id=str(event.id),
+        type=event.type,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
+        prev_hash=event.prev_hash.hex(),
+        hash=event.hash.hex(),
+        payload=payload,
+    ).to_json()
