@@ -1,6 +1,6 @@
 """``artifactstore upload`` of small files in one request each, against real servers.
 
-Small files (at most ``cli.small_blobs.SMALL_FILE_BYTES``) go as ``POST
+Small files (at most ``client.blobs.SMALL_FILE_BYTES``) go as ``POST
 /v1/blobs``, larger ones through sessions, and what the server holds is
 asked with ``POST /v1/blobs/exists``. The fallbacks run against real
 servers too: one configured with a small ``max_inline_bytes`` (413), and a
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pytest
 from tests.e2e.serverproc import Server, cli, tree_bytes
 
-from artifactstore.cli.small_blobs import SMALL_FILE_BYTES
+from artifactstore.client.blobs import SMALL_FILE_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

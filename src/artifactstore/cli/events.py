@@ -18,34 +18,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from artifactstore import errors
-from artifactstore.cli.client import (
-    RETRY_FIRST_DELAY,
-    RETRY_MAX_DELAY,
-    ApiClient,
-    ServerOption,
-    TokenOption,
-    is_retryable,
-    resolve_endpoint,
-)
+from artifactstore.cli.common import Progress, ServerOption, TokenOption, endpoint
 from artifactstore.cli.db import ConfigOption, database
+from artifactstore.client import AsyncClient
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
+    from artifactstore.models import EventInfo
     from artifactstore.registry.rebuild import RebuildReport
 
-__all__ = ["app", "format_event", "parse_sse"]
+__all__ = ["app", "format_event"]
 
-PAGE = 1000
 DEFAULT_LINES = 20
-STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # the server sends a keepalive every 15 s
 
 app = typer.Typer(help="The event log: tail, verify the hash chain, replay views.")
 
@@ -62,76 +50,25 @@ def _emit(item: dict[str, Any], *, as_json: bool) -> None:
     print(line, flush=True)
 
 
-async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str, str]]:
-    """``(id, event, data)`` for each event of a text/event-stream (comments skipped)."""
-    ident, kind = "", ""
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield ident, kind, "\n".join(data)
-            kind, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            kind = value
-        elif name == "id":
-            ident = value
-
-
-async def _history(api: ApiClient, after: int | None, lines: int, *, as_json: bool) -> int:
-    """Print the log after ``after`` (or its last ``lines`` events); return the last seq seen."""
+async def _tail(
+    client: AsyncClient, after: int | None, lines: int, *, follow: bool, as_json: bool
+) -> None:
+    """Print the log after ``after`` (or its last ``lines`` events), then follow it."""
     position = after or 0
-    window: collections.deque[dict[str, Any]] | None = (
+    window: collections.deque[EventInfo] | None = (
         collections.deque(maxlen=lines) if after is None else None
     )
-    while True:
-        page = await api.get_json("/v1/events", params={"after": position, "limit": PAGE})
-        items = page.get("items", [])
-        for item in items:
-            if window is None:
-                _emit(item, as_json=as_json)
-            else:
-                window.append(item)
-        position = int(page.get("next_after", position))
-        if len(items) < PAGE:
-            break
-    for item in window or ():
-        _emit(item, as_json=as_json)
-    return position
-
-
-async def _follow(api: ApiClient, position: int, *, as_json: bool) -> None:
-    """Print events from the stream forever, reconnecting after ``position``."""
-    delay = RETRY_FIRST_DELAY
-    while True:
-        try:
-            async with api.stream(
-                "GET",
-                "/v1/events/stream",
-                params={"after": position},
-                headers={"Accept": "text/event-stream"},
-                timeout=STREAM_TIMEOUT,
-            ) as response:
-                async for _ident, _kind, data in parse_sse(response.aiter_lines()):
-                    item = json.loads(data)
-                    if int(item["seq"]) <= position:
-                        continue
-                    _emit(item, as_json=as_json)
-                    position = int(item["seq"])
-                    delay = RETRY_FIRST_DELAY
-        except errors.ArtifactStoreError as exc:
-            if not is_retryable(exc):
-                raise
-            print(f"event stream: {exc.message}; reconnecting in {delay:.1f}s", file=sys.stderr)
-        await asyncio.sleep(delay)
-        delay = min(RETRY_MAX_DELAY, delay * 2)
+    async for event in client.events(position):
+        position = event.seq
+        if window is None:
+            _emit(event.to_json(), as_json=as_json)
+        else:
+            window.append(event)
+    for event in window or ():
+        _emit(event.to_json(), as_json=as_json)
+    if follow:
+        async for event in client.events(position, follow=True):
+            _emit(event.to_json(), as_json=as_json)
 
 
 @app.command("tail")
@@ -154,10 +91,9 @@ def tail_command(  # noqa: PLR0917 - typer passes every option as a parameter
     """Print recent events (the last --lines, or all after --after); --follow for new ones."""
 
     async def run() -> None:
-        async with ApiClient(resolve_endpoint(server, token), retry_seconds=0) as api:
-            position = await _history(api, after, lines, as_json=as_json)
-            if follow:
-                await _follow(api, position, as_json=as_json)
+        with Progress():  # prints reconnects
+            async with AsyncClient(endpoint=endpoint(server, token, retry_seconds=0)) as client:
+                await _tail(client, after, lines, follow=follow, as_json=as_json)
 
     asyncio.run(run())
 

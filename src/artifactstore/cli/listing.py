@@ -16,13 +16,8 @@ from urllib.parse import quote
 
 import typer
 
-from artifactstore.cli.client import (
-    ApiClient,
-    ServerOption,
-    TokenOption,
-    format_size,
-    resolve_endpoint,
-)
+from artifactstore.cli.common import ServerOption, TokenOption, endpoint, format_size
+from artifactstore.client.transport import Transport
 from artifactstore.names import validate_package_name, validate_version
 
 if TYPE_CHECKING:
@@ -43,7 +38,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-async def _pages(api: ApiClient, path: str, key: str) -> tuple[dict[str, Any], list[Any]]:
+async def _pages(api: Transport, path: str, key: str) -> tuple[dict[str, Any], list[Any]]:
     """The first page's document and the ``key`` items of every page."""
     first: dict[str, Any] | None = None
     items: list[Any] = []
@@ -52,7 +47,7 @@ async def _pages(api: ApiClient, path: str, key: str) -> tuple[dict[str, Any], l
         params: dict[str, Any] = {"limit": PAGE}
         if cursor:
             params["cursor"] = cursor
-        page = await api.get_json(path, params=params)
+        page = await api.json("GET", path, params=params)
         first = first or page
         items.extend(page.get(key, []))
         cursor = page.get("next_cursor")
@@ -70,7 +65,7 @@ async def _run(
     endpoint_args: tuple[str | None, str | None],
     as_json: bool,
 ) -> str:
-    async with ApiClient(resolve_endpoint(*endpoint_args), retry_seconds=0) as api:
+    async with Transport(endpoint(*endpoint_args, retry_seconds=0)) as api:
         if package is None:
             _, items = await _pages(api, "/v1/packages", "items")
             if as_json:
@@ -95,7 +90,7 @@ async def _run(
             header = ["VERSION", "PUBLISHED", "FILES", "SIZE", "MANIFEST"]
             return format_table(header, rows) if rows else ""
         validate_version(version)
-        doc = await api.get_json(f"/v1/packages/{quote(package)}/versions/{quote(version)}")
+        doc = await api.json("GET", f"/v1/packages/{quote(package)}/versions/{quote(version)}")
         if as_json:
             return json.dumps(doc)
         files = doc.get("manifest", {}).get("files", [])

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from artifactstore.api.schemas import CreateUpload, blob_json, parse_digest, session_json
-from artifactstore.api.services import ActorWrite, Services, ServicesDep
+from artifactstore.api.services import ActorRead, ActorWrite, Services, ServicesDep
 from artifactstore.config import is_loopback
-from artifactstore.errors import InvalidInputError
+from artifactstore.errors import InvalidInputError, NotFoundError
 from artifactstore.protocol import HANDOFF_HEADER, OFFSET_HEADER
 from artifactstore.registry import BlobRecord
 
@@ -40,18 +40,37 @@ def _session_id(value: str) -> uuid.UUID:
         raise InvalidInputError("upload id must be a UUID", id=value[:64]) from None
 
 
-def _handoff_header(request: Request, services: Services) -> dict[str, str]:
-    """Tell a client on this machine where it may hand files over (``api.handoff``)."""
+def _handoff_path(request: Request, services: Services) -> str | None:
+    """Where a client on this machine may hand files over (``api.handoff``); None elsewhere."""
     peer = request.client
-    if services.handoff is None or peer is None or not is_loopback(peer.host):
-        return {}
-    return {HANDOFF_HEADER: quote(os.fspath(services.handoff.path))}
+    handoff = services.handoff
+    if handoff is None or not handoff.active or peer is None or not is_loopback(peer.host):
+        return None
+    return os.fspath(handoff.path)
+
+
+def _handoff_header(request: Request, services: Services) -> dict[str, str]:
+    path = _handoff_path(request, services)
+    return {} if path is None else {HANDOFF_HEADER: quote(path)}
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
             yield chunk
+
+
+@router.get("/handoff", summary="The same-host handoff socket (to peers on this machine)")
+async def handoff_socket(request: Request, services: ServicesDep, _actor: ActorRead) -> Response:
+    """200 ``{"socket": path}`` to a peer on loopback while the socket listens; 404 otherwise.
+
+    A client on this machine hands files over this socket instead of sending
+    their bytes (``api/handoff.py``, docs/design/0002).
+    """
+    path = _handoff_path(request, services)
+    if path is None:
+        raise NotFoundError("no same-host handoff for this client")
+    return JSONResponse({"socket": path}, headers={"Cache-Control": "no-store"})
 
 
 @router.post("", status_code=201, summary="Open an upload session (or learn the blob exists)")

@@ -1,4 +1,4 @@
-"""cli/upload.py ``_blake3_file``: one read for small files, two buffers for large ones."""
+"""client/files.py ``blake3_file``: one read for small files, two buffers for large ones."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import blake3
 import pytest
 
-from artifactstore.cli import upload
-from artifactstore.cli.upload import SourceFile, _blake3_file
+from artifactstore.client import files as upload
+from artifactstore.client.files import SourceFile
+from artifactstore.client.files import blake3_file as _blake3_file
 from artifactstore.errors import SizeMismatchError
 
 if TYPE_CHECKING:
