@@ -137,6 +137,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+SERVER_MODULES = frozenset({
+    "aioboto3", "alembic", "asyncpg", "fastapi", "pgserver", "prometheus_client",
+    "sqlalchemy", "starlette", "uvicorn", "uvloop",
+})  # fmt: skip
+"""Top-level modules of the ``server`` extra (pyproject.toml)."""
+
+
+def _without_server_extra(exc: BaseException) -> errors.InvalidInputError | None:
+    """A usage error for a server command run where only the client is installed."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return None
+    if exc.name.partition(".")[0] not in SERVER_MODULES:
+        return None
+    return errors.InvalidInputError(
+        f"this command needs the server's dependencies ({exc.name} is missing):"
+        " pip install 'artifactstore[server]'"
+    )
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     _state.debug = False
@@ -162,11 +181,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+    except Exception as raised:  # noqa: BLE001 - the one place errors become exit codes
+        failure = _without_server_extra(raised) or raised
         if _state.debug:
             traceback.print_exc(file=sys.stderr)
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return exit_code_for(exc)
+        print(f"error: {_one_line(failure)}", file=sys.stderr)
+        return exit_code_for(failure)
     # standalone_mode=False returns the code of an explicit typer.Exit, or the
     # command's own return value (None for every command here).
     return result if isinstance(result, int) else EXIT_OK

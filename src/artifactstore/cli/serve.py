@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-import uvloop
 
 from artifactstore.config import load_settings
 from artifactstore.errors import InvalidInputError
@@ -29,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from typing import Any
 
+    import uvicorn
+
     from artifactstore.config import Settings
     from artifactstore.registry import Registry
 
@@ -36,14 +36,6 @@ __all__ = ["run_server", "serve_command"]
 
 log = logging.getLogger("artifactstore.serve")
 GRACEFUL_SECONDS = 30
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server whose signals are handled by ``run_server`` for both listeners."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def _configure_logging() -> None:
@@ -77,7 +69,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(app: Callable[..., Any], host: str, port: int) -> _Server:
+def _server(app: Callable[..., Any], host: str, port: int) -> uvicorn.Server:
+    import uvicorn  # noqa: PLC0415 - the server extra, loaded by serve only (docs/CLIENT.md)
+
+    class _Server(uvicorn.Server):
+        """A uvicorn server whose signals ``run_server`` handles for both listeners."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
     config = uvicorn.Config(
         app,
         host=host,
@@ -167,6 +168,8 @@ def serve_command(
     bind = host or settings.server.host
     # uvicorn's ``loop="uvloop"`` only applies when uvicorn owns the loop; this
     # process runs two servers on one loop of its own, so it asks for uvloop here.
+    import uvloop  # noqa: PLC0415 - the server extra
+
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(
             run_server(

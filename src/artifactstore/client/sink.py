@@ -22,7 +22,9 @@ class VerifiedFile:
     """Interim."""
 
     def __init__(self, target: Path, *, size: int, sha256: Digest, blake3: Digest) -> None:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".part", dir=target.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.name[:40]}.", suffix=".part", dir=target.parent
+        )
         mask = os.umask(0o022)
         os.umask(mask)
         os.fchmod(fd, 0o666 & ~mask)
@@ -55,10 +57,14 @@ class VerifiedFile:
         self.hasher.drain()
         got = self.hasher.result()
         if got.size != self.size:
-            raise errors.SizeMismatchError(f"{self.target.name}: received {got.size} bytes, the manifest says {self.size}; the file was not written")
+            raise errors.SizeMismatchError(
+                f"{self.target.name}: received {got.size} bytes, the manifest says {self.size}; the file was not written"
+            )
         for want, have in ((self.sha256, got.sha256), (self.blake3, got.blake3)):
             if not want.matches(have):
-                raise errors.DigestMismatchError(f"{self.target.name}: {want.algorithm} is {have.hex}, the manifest says {want.hex}; the file was not written")
+                raise errors.DigestMismatchError(
+                    f"{self.target.name}: {want.algorithm} is {have.hex}, the manifest says {want.hex}; the file was not written"
+                )
         self.out.sync()
         self.out.close()
         self.tmp.replace(self.target)
