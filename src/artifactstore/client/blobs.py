@@ -166,11 +166,15 @@ class BlobUploader:
         try:
             if self.handoff is None:
                 raise HandoffUnavailableError("the socket failed earlier")
-            answer = await self.handoff.store(
-                item.source,
-                blob.size,
-                producer=self.labels.get("producer"),
-                retention_class=self.labels.get("retention_class"),
+            channel = self.handoff
+            answer = await self.transport.retrying(
+                f"{item.path}: hand over",
+                lambda _attempt: channel.store(
+                    item.source,
+                    blob.size,
+                    producer=self.labels.get("producer"),
+                    retention_class=self.labels.get("retention_class"),
+                ),
             )
         except HandoffUnavailableError as exc:
             log.debug("same-host handoff off: %s; hashing %s here", exc, item.path)
