@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -50,58 +48,25 @@ from _common import (
     RssSampler,
     SmallFile,
     compile_installed,
+    cp_rates,
     load_average,
     mb,
     mib,
     one_file_manifest,
     percentile,
     server_env,
+    sha256_file,
     small_files,
     start_server,
     stop_process,
     wait_http,
+    write_random_file,
 )
 
 SMALL = 4096
 WORKERS = 8
 WARMUP_PUBLISHES = 16
 RSS_TARGET = 200 * MIB
-
-
-def write_random_file(path: Path, total: int) -> None:
-    """``total`` bytes of os.urandom in 1 MiB blocks, fsynced."""
-    with path.open("wb") as out:
-        written = 0
-        while written < total:
-            block = os.urandom(min(MIB, total - written))
-            out.write(block)
-            written += len(block)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def sha256_file(path: Path) -> tuple[str, float]:
-    """The file's sha256 hex and the rate in bytes/s (hashlib, 1 MiB reads, one thread)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    started = time.perf_counter()
-    with path.open("rb", buffering=0) as f:
-        while block := f.read(MIB):
-            h.update(block)
-    return h.hexdigest(), size / (time.perf_counter() - started)
-
-
-def cp_rates(source: Path) -> tuple[float, float]:
-    """(cp without sync, cp + ``sync -f`` of the copy) in bytes/s; the copy is removed."""
-    size = source.stat().st_size
-    copy = source.with_name(source.name + ".cp")
-    started = time.perf_counter()
-    subprocess.run(["cp", str(source), str(copy)], check=True)
-    copied = time.perf_counter() - started
-    subprocess.run(["sync", "-f", str(copy)], check=True)
-    synced = time.perf_counter() - started
-    copy.unlink()
-    return size / copied, size / synced
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> float:

@@ -15,6 +15,7 @@ Families are grouped by what the caller does next::
     +-- ConflictError                         the state changed under you
     |   +-- VersionConflictError
     |   +-- UploadOffsetMismatchError
+    |   +-- NotLocalError
     +-- InvalidInputError (ValueError)        fix the request
     |   +-- InvalidDigestError
     |   +-- ManifestError
@@ -61,6 +62,7 @@ __all__ = [
     "MissingBlobsError",
     "NonCanonicalCborError",
     "NotFoundError",
+    "NotLocalError",
     "PackageNotFoundError",
     "ReplayInProgressError",
     "SizeMismatchError",
@@ -138,6 +140,12 @@ class UploadOffsetMismatchError(ConflictError):
     """Raised when a chunk does not start at the session's current offset."""
 
     code = "offset_mismatch"
+
+
+class NotLocalError(ConflictError):
+    """Raised when a blob is held but no readable copy is a file on this machine."""
+
+    code = "not_local"
 
 
 class ReplayInProgressError(ConflictError):

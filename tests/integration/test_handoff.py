@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pytest
+from tests.integration.handoff_support import random_file, raw_request
 
 from artifactstore import errors
 from artifactstore.api import handoff
@@ -43,25 +44,10 @@ async def _session(api: httpx.AsyncClient, size: int | None = None) -> tuple[str
     return response.json()["id"], unquote(response.headers[HANDOFF_HEADER])
 
 
-def _file(tmp_path: Path, size: int, name: str = "src.bin") -> Path:
-    path = tmp_path / name
-    path.write_bytes(os.urandom(size))
-    return path
-
-
-def _raw(path: str, message: bytes, fds: list[int]) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(30)
-        sock.connect(path)
-        socket.send_fds(sock, [message], fds) if fds else sock.send(message)
-        answer: dict[str, Any] = json.loads(sock.recv(65536))
-        return answer
-
-
 async def test_a_handed_over_file_is_stored_byte_for_byte(
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    src = _file(tmp_path, 9 * MIB + 123)
+    src = random_file(tmp_path, 9 * MIB + 123)
     data = src.read_bytes()
     session, path = await _session(api, len(data))
     head = await api.head(f"/v1/uploads/{session}")
@@ -84,7 +70,7 @@ async def test_a_handed_over_file_is_stored_byte_for_byte(
 async def test_a_wrong_offset_is_409_with_the_current_offset(
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    src = _file(tmp_path, 2 * MIB)
+    src = random_file(tmp_path, 2 * MIB)
     session, path = await _session(api)
     client = HandoffClient(path)
     await client.append(session, src, 0, MIB)
@@ -94,7 +80,7 @@ async def test_a_wrong_offset_is_409_with_the_current_offset(
 
 
 async def test_an_unknown_session_is_404(api: httpx.AsyncClient, tmp_path: Path) -> None:
-    src = _file(tmp_path, 1024)
+    src = random_file(tmp_path, 1024)
     _, path = await _session(api)
     with pytest.raises(errors.UploadNotFoundError):
         await HandoffClient(path).append("6f1c3b1e-0000-4000-8000-000000000000", src, 0, 1024)
@@ -103,7 +89,7 @@ async def test_an_unknown_session_is_404(api: httpx.AsyncClient, tmp_path: Path)
 async def test_a_range_beyond_the_declared_size_is_413_and_stores_nothing(
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    src = _file(tmp_path, 2 * MIB)
+    src = random_file(tmp_path, 2 * MIB)
     session, path = await _session(api, MIB)
     with pytest.raises(errors.TooLargeError):
         await HandoffClient(path).append(session, src, 0, 2 * MIB)
@@ -113,7 +99,7 @@ async def test_a_range_beyond_the_declared_size_is_413_and_stores_nothing(
 async def test_a_file_shorter_than_the_range_keeps_what_was_read(
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    src = _file(tmp_path, 5 * MIB)
+    src = random_file(tmp_path, 5 * MIB)
     session, path = await _session(api)
     with pytest.raises(errors.SizeMismatchError):
         await HandoffClient(path).append(session, src, 0, 6 * MIB)
@@ -138,12 +124,12 @@ async def test_a_file_shorter_than_the_range_keeps_what_was_read(
 async def test_malformed_requests_get_a_400_answer(
     api: httpx.AsyncClient, tmp_path: Path, message: bytes, expected: str
 ) -> None:
-    src = _file(tmp_path, 1024)
+    src = random_file(tmp_path, 1024)
     session, path = await _session(api)
     if b"%s" in message:
         message = message.replace(b"%s", session.encode())
     with src.open("rb") as fh:
-        answer = await asyncio.to_thread(_raw, path, message, [fh.fileno()])
+        answer = await asyncio.to_thread(raw_request, path, message, [fh.fileno()])
     assert answer["status"] == 400, answer
     assert expected in answer["error"]["message"]
 
@@ -151,21 +137,21 @@ async def test_malformed_requests_get_a_400_answer(
 async def test_only_one_regular_file_is_accepted(api: httpx.AsyncClient, tmp_path: Path) -> None:
     session, path = await _session(api)
     message = json.dumps({"upload": session, "offset": 0, "length": 10}).encode()
-    none = await asyncio.to_thread(_raw, path, message, [])
+    none = await asyncio.to_thread(raw_request, path, message, [])
     assert "exactly one file descriptor" in none["error"]["message"]
     read_end, write_end = os.pipe()
     try:
         os.write(write_end, b"0123456789")
-        piped = await asyncio.to_thread(_raw, path, message, [read_end])
+        piped = await asyncio.to_thread(raw_request, path, message, [read_end])
         assert "only regular files" in piped["error"]["message"]
-        two = await asyncio.to_thread(_raw, path, message, [read_end, write_end])
+        two = await asyncio.to_thread(raw_request, path, message, [read_end, write_end])
         assert two["status"] == 400
     finally:
         os.close(read_end)
         os.close(write_end)
     directory = os.open(tmp_path, os.O_RDONLY)
     try:
-        answer = await asyncio.to_thread(_raw, path, message, [directory])
+        answer = await asyncio.to_thread(raw_request, path, message, [directory])
         assert "only regular files" in answer["error"]["message"]
     finally:
         os.close(directory)
@@ -173,7 +159,7 @@ async def test_only_one_regular_file_is_accepted(api: httpx.AsyncClient, tmp_pat
 
 
 async def test_a_missing_socket_is_unavailable_not_an_error(tmp_path: Path) -> None:
-    src = _file(tmp_path, 10)
+    src = random_file(tmp_path, 10)
     with pytest.raises(HandoffUnavailableError):
         await HandoffClient(str(tmp_path / "nothing.sock")).append("s", src, 0, 10)
 

@@ -1,28 +1,28 @@
-"""Same-host uploads: a client on this machine hands the server an open file.
+"""Same-host handoff: a client on this machine passes open files, not their bytes.
 
 Why: when the CLI and the server share a machine, the bytes of a PATCH body
 cross loopback TCP (a kernel copy on each side) and uvicorn's body handling
 on the same cores that must hash them; on the 2-core reference VM that work
 alone kept a 1 GiB upload at ~0.3x the sha256 rate (docs/PERFORMANCE.md).
 Here the client passes its open file descriptor (``SCM_RIGHTS``) over a Unix
-socket in the data dir, naming an upload session and a byte range; the server
-reads the range itself and appends it with ``Uploads.append``, exactly as a
-PATCH body: same offset check, limits, hashing (each byte once), staging and
-durability. Sessions are still created and finalized over the REST API.
+socket in the data dir and the server reads the file itself; or, for a
+download, the server passes a read-only descriptor of a local copy back.
+
+This module owns the socket: binding, accepting, the peer check, receiving
+one request with its descriptors and sending one answer (with a descriptor
+for ``open``). What a request asks for - ``append`` to an upload session,
+``store`` a whole file as a blob, ``open`` a blob - is ``api.handoff_ops``.
 
 Who may connect: the socket is created mode 0600 in the data dir and every
 peer must have the server's own uid (``SO_PEERCRED``), the same people who
 can read ``<data_dir>/admin-token``. Only regular files are read, with
-``pread``; no ``mmap``, so a file truncated meanwhile ends the append early
+``pread``; no ``mmap``, so a file truncated meanwhile ends the read early
 with an error instead of a SIGBUS.
 
 Protocol (``SOCK_SEQPACKET``, one request per connection): the client sends
-one JSON message ``{"upload", "offset", "length"}`` with one descriptor
-attached, and the server appends the file's bytes ``[offset, offset + length)``
-to the session at ``offset`` (a blob is a whole file). It answers one JSON
-message: ``{"offset": n}`` (the session's new offset, durable) or the REST
-error shape
-``{"error": {"code", "message", "detail"}, "status": n}``.
+one JSON message (at most ``MAX_MESSAGE_BYTES``) with at most one descriptor
+attached, and gets one JSON message back: the op's answer, or the REST error
+shape ``{"error": {"code", "message", "detail"}, "status": n}``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,12 @@ import socket
 import stat
 import struct
 import time
-import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from artifactstore import errors as e
+from artifactstore.api import handoff_ops
 from artifactstore.api.errors import status_for
 from artifactstore.protocol import error_body
-from artifactstore.storage.streams import read_file_range
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,7 +54,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "HandoffListener"]
 log = logging.getLogger("artifactstore.api.handoff")
 
 MAX_MESSAGE_BYTES = 4096
-READ_PIECE_BYTES = 4 * 1024 * 1024
 REQUEST_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 30.0  # as long as uvicorn's graceful shutdown (cli/serve.py)
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
@@ -64,7 +61,7 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 class HandoffListener:
-    """Accepts handoff connections on ``path`` and appends to upload sessions."""
+    """Accepts handoff connections on ``path`` and runs each one's request."""
 
     def __init__(self, path: Path, uploads: Uploads, metrics: Metrics) -> None:
         self.path = path
@@ -108,7 +105,8 @@ class HandoffListener:
         """Stop accepting, let appends in flight finish for ``grace`` seconds, remove the socket.
 
         Appends still running then are cancelled; what they read stays staged,
-        and the client resumes from the session's offset.
+        and the client resumes from the session's offset. A cancelled store
+        removes its staged bytes and stores nothing.
         """
         if self._accepting is not None:
             self._accepting.cancel()
@@ -143,33 +141,40 @@ class HandoffListener:
 
     async def _serve(self, conn: socket.socket) -> None:
         started = time.perf_counter()
-        request = _Request()
+        request = handoff_ops.Request()
+        sent_fd: int | None = None
         with conn:
             conn.settimeout(0.0)  # non-blocking: waits happen on the event loop
             try:
-                answer: dict[str, Any] = {"offset": await self._handle(conn, request)}
-                status = 200
+                answer = await self._handle(conn, request)
+                body, sent_fd, status = answer.body, answer.fd, 200
             except e.ArtifactStoreError as exc:
                 status = status_for(exc)
-                answer = {"status": status, **error_body(exc.code, exc.message, exc.detail)}
+                body = {"status": status, **error_body(exc.code, exc.message, exc.detail)}
             except OSError as exc:
                 log.info("handoff connection failed: %s", exc)
                 return
-            body = json.dumps(answer).encode()
-            with contextlib.suppress(OSError):  # the client may be gone; the bytes are staged
-                await asyncio.get_running_loop().sock_sendall(conn, body)
+            encoded = json.dumps(body).encode()
+            try:
+                with contextlib.suppress(OSError):  # the client may be gone; the work is done
+                    await _send(conn, encoded, sent_fd)
+            finally:
+                if sent_fd is not None:
+                    os.close(sent_fd)
         self.metrics.record(
             method="HANDOFF",
             path=request.path,
-            route="/v1/uploads/{upload_id}",
+            route=request.route,
             status=status,
             seconds=time.perf_counter() - started,
-            received=request.appended,
-            sent=len(body),
+            received=request.received,
+            sent=len(encoded),
             client="unix",
         )
 
-    async def _handle(self, conn: socket.socket, request: _Request) -> int:
+    async def _handle(
+        self, conn: socket.socket, request: handoff_ops.Request
+    ) -> handoff_ops.Answer:
         _pid, uid, _gid = _PEERCRED.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
@@ -181,30 +186,34 @@ class HandoffListener:
                 stack.callback(os.close, fd)
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise e.InvalidInputError("handoff message too long or more than one descriptor")
-            if len(fds) != 1:
-                raise e.InvalidInputError("a handoff carries exactly one file descriptor")
-            session_id, offset, length = _parse(message)
-            request.path = f"/v1/uploads/{session_id}"
-            if not stat.S_ISREG(os.fstat(fds[0]).st_mode):
-                raise e.InvalidInputError("only regular files can be handed over")
-            source = stack.enter_context(os.fdopen(fds[0], "rb", buffering=0, closefd=False))
-            new_offset = await self.uploads.append(
-                session_id,
-                offset,
-                read_file_range(source, offset, offset + length, READ_PIECE_BYTES),
-                content_length=length,
+            return await handoff_ops.run(
+                message,
+                fds,
+                uid=uid,
+                uploads=self.uploads,
+                metrics=self.metrics,
+                request=request,
             )
-        request.appended = new_offset - offset
-        self.metrics.appended_at(offset)
-        return new_offset
 
 
-@dataclass(slots=True)
-class _Request:
-    """What the access log says about one handoff."""
-
-    path: str = "/v1/uploads"
-    appended: int = 0
+async def _send(conn: socket.socket, message: bytes, fd: int | None) -> None:
+    """Send the one answer message (with ``fd`` attached), waiting on the event loop if full."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            if fd is None:
+                conn.send(message)
+            else:
+                socket.send_fds(conn, [message], [fd])
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(conn.fileno(), _resolve, writable)
+            try:
+                await asyncio.wait_for(writable, REQUEST_TIMEOUT_SECONDS)
+            finally:
+                loop.remove_writer(conn.fileno())
+            continue
+        return
 
 
 async def _receive(conn: socket.socket) -> tuple[bytes, list[int], int]:
@@ -236,25 +245,3 @@ async def _receive(conn: socket.socket) -> tuple[bytes, list[int], int]:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _parse(message: bytes) -> tuple[uuid.UUID, int, int]:
-    """The request's (session, offset, length), each validated.
-
-    Raises:
-        InvalidInputError: not a JSON object with those fields in range.
-    """
-    try:
-        request = json.loads(message)
-        session_id = uuid.UUID(str(request["upload"]))
-        offset, length = request["offset"], request["length"]
-    except (ValueError, KeyError, TypeError):
-        raise e.InvalidInputError(
-            "a handoff request is JSON with upload, offset and length"
-        ) from None
-    for value in (offset, length):
-        if type(value) is not int or not 0 <= value < 2**63:
-            raise e.InvalidInputError("offset and length are integers in [0, 2**63)")
-    if offset + length >= 2**63:
-        raise e.InvalidInputError("the range ends beyond 2**63")
-    return session_id, offset, length

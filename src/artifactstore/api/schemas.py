@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from artifactstore.registry import BlobRecord, PackageRecord, UploadSession, VersionRecord
 
 __all__ = [
+    "LABEL_PATTERN",
     "MAX_EXISTS_ENTRIES",
     "BlobRef",
     "CreateUpload",
@@ -44,9 +45,9 @@ __all__ = [
     "version_json",
 ]
 
-_LABEL = r"^[A-Za-z0-9][A-Za-z0-9._*@/+-]{0,127}$"
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._*@/+-]{0,127}$"
 MAX_EXISTS_ENTRIES = 1000
-LabelQuery = Annotated[str | None, Query(pattern=_LABEL)]
+LabelQuery = Annotated[str | None, Query(pattern=LABEL_PATTERN)]
 """A ``producer`` or ``retention_class`` query parameter."""
 
 
@@ -68,8 +69,8 @@ class CreateUpload(BaseModel):
     size: int | None = Field(default=None, ge=0, le=2**63 - 1)
     sha256: str | None = Field(default=None, max_length=71)
     blake3: str | None = Field(default=None, max_length=71)
-    producer: str | None = Field(default=None, pattern=_LABEL)
-    retention_class: str | None = Field(default=None, pattern=_LABEL)
+    producer: str | None = Field(default=None, pattern=LABEL_PATTERN)
+    retention_class: str | None = Field(default=None, pattern=LABEL_PATTERN)
 
 
 class BlobRef(BaseModel):
@@ -91,8 +92,8 @@ class ExistsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     blobs: list[BlobRef] = Field(min_length=1, max_length=MAX_EXISTS_ENTRIES)
-    producer: str | None = Field(default=None, pattern=_LABEL)
-    retention_class: str | None = Field(default=None, pattern=_LABEL)
+    producer: str | None = Field(default=None, pattern=LABEL_PATTERN)
+    retention_class: str | None = Field(default=None, pattern=LABEL_PATTERN)
 
 
 class YankRequest(BaseModel):

@@ -1,19 +1,30 @@
-"""Hand a file to a server on this machine instead of sending its bytes (``api.handoff``).
+"""Hand files to a server on this machine instead of sending their bytes (``api.handoff``).
 
 The server names its socket in the ``Upload-Handoff`` header of session
-answers, to peers on loopback only. The uploader then passes the open file
-over that socket for each chunk; the server reads and appends it as if it
-were a PATCH body. Anything that makes the socket unusable (another machine,
-another user, a server without it) raises ``HandoffUnavailableError`` and the
-uploader goes on over HTTP.
+answers, to peers on loopback only (a client that knows the data dir may
+also use ``<data_dir>/handoff.sock`` directly). Three calls, one connection
+each (docs/API.md "Same-host handoff"):
+
+- ``append``: the server reads ``file[offset:offset + length]`` and appends
+  it to an upload session, as if it were a PATCH body.
+- ``store``: the server reads the whole file, hashes every byte (the client
+  computes no digest) and stores the blob; a blob already held is not
+  stored again (``created`` False).
+- ``open_blob``: the server passes back a read-only descriptor of a local
+  copy; the caller reads it and must verify both digests itself.
+
+Anything that makes the socket unusable (another machine, another user, a
+server without it) raises ``HandoffUnavailableError`` and the caller goes on
+over HTTP; so does ``NotLocalError`` from ``open_blob``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from artifactstore import errors
 from artifactstore.client.errors import ServerUnreachableError
@@ -36,7 +47,7 @@ class HandoffUnavailableError(Exception):
 
 
 class HandoffClient:
-    """Appends file ranges to upload sessions through one server's handoff socket."""
+    """Appends, stores and opens files through one server's handoff socket."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -49,42 +60,117 @@ class HandoffClient:
             ServerUnreachableError: the server went away before answering (retry).
             ArtifactStoreError: the server's answer, as for a PATCH.
         """
-        return await asyncio.to_thread(self._append, session, file, offset, length)
+        request = {"upload": session, "offset": offset, "length": length}
+        body = await asyncio.to_thread(self._with_file, file, request, _answer_timeout(length))
+        try:
+            return int(body["offset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _invalid() from exc
 
-    def _append(self, session: str, file: Path, offset: int, length: int) -> int:
-        request = json.dumps({"upload": session, "offset": offset, "length": length}).encode()
-        with (
-            file.open("rb") as source,
-            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock,
-        ):
+    async def store(
+        self,
+        file: Path,
+        size: int,
+        *,
+        producer: str | None = None,
+        retention_class: str | None = None,
+    ) -> dict[str, Any]:
+        """Have the server store the whole ``file`` (``size`` bytes) as a blob; its answer.
+
+        The answer is ``{"blob": {"sha256": "sha256:<hex>", "blake3":
+        "blake3:<hex>", "size": n}, "created": bool}``; ``created`` is False
+        when the server already held the blob (nothing new was recorded).
+        Routing follows ``producer`` and ``retention_class`` as for a session.
+
+        Raises:
+            HandoffUnavailableError: the socket cannot be reached (use HTTP).
+            ServerUnreachableError: the server went away before answering (retry).
+            SizeMismatchError: the file is not ``size`` bytes long (or shrank while read).
+            ArtifactStoreError: any other refusal (``TooLargeError``, ...).
+        """
+        request = {
+            "op": "store",
+            "length": size,
+            "producer": producer,
+            "retention_class": retention_class,
+        }
+        body = await asyncio.to_thread(self._with_file, file, request, _answer_timeout(size))
+        blob = body.get("blob")
+        if not isinstance(blob, dict) or not isinstance(body.get("created"), bool):
+            raise _invalid()
+        return body
+
+    async def open_blob(self, sha256_hex: str) -> tuple[int, dict[str, Any]]:
+        """A read-only descriptor of the blob's local copy and ``{"size", "sha256", "blake3"}``.
+
+        The caller owns the descriptor (close it) and must check both digests
+        of what it reads: the server does not re-hash the copy.
+
+        Raises:
+            HandoffUnavailableError: the socket cannot be reached (use HTTP).
+            ServerUnreachableError: the server went away before answering (retry).
+            BlobNotFoundError: the server holds no readable copy.
+            NotLocalError: no copy is a file on this machine (use HTTP).
+            InvalidDigestError: ``sha256_hex`` is not 64 lowercase hex characters.
+        """
+        request = {"op": "open", "sha256": sha256_hex}
+        body, fds = await asyncio.to_thread(self._call, request, None, ANSWER_TIMEOUT_SECONDS)
+        if len(fds) != 1 or not {"size", "sha256", "blake3"} <= body.keys():
+            for fd in fds:
+                os.close(fd)
+            raise _invalid()
+        return fds[0], body
+
+    def _with_file(self, file: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with file.open("rb") as source:
+            body, fds = self._call(request, source.fileno(), timeout)
+        for fd in fds:  # none expected
+            os.close(fd)
+        return body
+
+    def _call(
+        self, request: dict[str, Any], fd: int | None, timeout: float
+    ) -> tuple[dict[str, Any], list[int]]:
+        """Send one request (with ``fd``); the answer's body and descriptors, or its error."""
+        message = json.dumps(request).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
             sock.settimeout(CONNECT_TIMEOUT_SECONDS)
             try:
                 sock.connect(self.path)
             except OSError as exc:
                 raise HandoffUnavailableError(f"{self.path}: {exc.strerror or exc}") from exc
-            sock.settimeout(ANSWER_TIMEOUT_SECONDS + length / SLOWEST_DISK_BYTES_PER_SECOND)
+            sock.settimeout(timeout)
             try:
-                socket.send_fds(sock, [request], [source.fileno()])
-                answer = sock.recv(MAX_ANSWER_BYTES)
+                if fd is None:
+                    sock.send(message)
+                else:
+                    socket.send_fds(sock, [message], [fd])
+                answer, fds, _, _ = socket.recv_fds(
+                    sock, MAX_ANSWER_BYTES, 1, socket.MSG_CMSG_CLOEXEC
+                )
             except OSError as exc:
                 raise ServerUnreachableError(f"handoff to {self.path} failed: {exc}") from exc
         if not answer:
             raise ServerUnreachableError("the server closed the handoff before answering")
         try:
             body = json.loads(answer)
+            if not isinstance(body, dict):
+                raise TypeError(body)
             if "error" not in body:
-                return int(body["offset"])
+                return body, fds
             status = int(body["status"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise errors.ArtifactStoreError("the server sent an invalid handoff answer") from exc
+            for received in fds:
+                os.close(received)
+            raise _invalid() from exc
+        for received in fds:
+            os.close(received)
         raise error_from_body(status, body, fallback=f"the handoff answered {status}")
 
-    async def store(  # interim until the server side lands (wip-server)
-        self, file: Path, size: int, *, producer: str | None, retention_class: str | None
-    ) -> dict[str, object]:
-        """Interim."""
-        raise HandoffUnavailableError("store not supported")
 
-    async def open_blob(self, sha256_hex: str) -> tuple[int, dict[str, object]]:
-        """Interim."""
-        raise HandoffUnavailableError("open not supported")
+def _answer_timeout(length: int) -> float:
+    return ANSWER_TIMEOUT_SECONDS + length / SLOWEST_DISK_BYTES_PER_SECOND
+
+
+def _invalid() -> errors.ArtifactStoreError:
+    return errors.ArtifactStoreError("the server sent an invalid handoff answer")

@@ -143,9 +143,10 @@ class Registry(AsyncCloseable):
         path, digests = await self.staging.stage_stream(
             chunks, max_size=self.settings.uploads.max_blob_bytes
         )
-        return await self.store_staged(
+        blob, _ = await self.store_staged(
             path, digests, expected=expected, targets=targets, actor=actor
         )
+        return blob
 
     async def ingest_bytes(
         self,
@@ -230,8 +231,11 @@ class Registry(AsyncCloseable):
         targets: tuple[str, ...],
         actor: str,
         keep_on_error: bool = False,
-    ) -> BlobRecord:
+    ) -> tuple[BlobRecord, bool]:
         """Move a staged, hashed file into every target backend and record each copy.
+
+        ``created`` is False when every target already held a readable copy:
+        then the staged file is removed and nothing is recorded.
 
         The staged file is consumed (renamed into the last backend that needs
         it, where the backend allows) or removed. Copies that already exist
@@ -265,10 +269,11 @@ class Registry(AsyncCloseable):
                 path.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - gone already when consumed
+        recorded: list[BlobStored] = []
         if stored:
             async with transaction(self.engine, actor=actor) as tx:
-                await tx.record_copies(stored)
-        return await self.blob(sha)
+                recorded = await tx.record_copies(stored)
+        return await self.blob(sha), bool(recorded)
 
     # -- packages ------------------------------------------------------------
 

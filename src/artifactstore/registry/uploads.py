@@ -267,7 +267,7 @@ class Uploads:
         claimed = self.staging.new_path()
         path.replace(claimed)  # the session's bytes now belong to this finalize only
         try:
-            blob = await self.registry.store_staged(
+            blob, _ = await self.registry.store_staged(
                 claimed,
                 digests,
                 expected=expected,

@@ -1,0 +1,190 @@
+"""Uploads of a 1 GiB file to a server on this machine: handoff ``store`` vs the session paths.
+
+Measured in one run against the real ``artifactstore serve`` (a subprocess on
+free ports, embedded PostgreSQL and the ``local`` backend in a temporary data
+dir under /tmp), each over its own freshly written 1 GiB file of random bytes
+(in the page cache, as a file just built is):
+
+1. This machine's limits: single-thread sha256 (hashlib, 1 MiB reads) and
+   ``cp`` of the file plus ``sync -f`` of the copy.
+2. ``HandoffClient.store`` of a file (the server reads, hashes and stores
+   it; the client hashes nothing), then of the same file again (the server
+   hashes it, finds the blob held and drops the staged bytes).
+3. Today's handoff path: ``POST /v1/uploads`` (size), ``HandoffClient.append``
+   in 256 MiB ranges, ``PUT`` finalize with the sha256 (computed beforehand,
+   not timed: the CLI sends blake3 alone, any one digest will do).
+4. Over HTTP: the same session, the body sent by ``client.rawhttp.FileSender``
+   (``sendfile(2)``) in 256 MiB PATCHes, then the finalize.
+
+Each row also gives the server process's CPU seconds (user + system, from
+``/proc/<pid>/stat``) for the operation, which says whether a path is bound
+by the CPU or by waiting. Targets: handoff store >= 0.55x sha256, HTTP PATCH
+>= 0.35x sha256 (whole client call, wall clock). Prints a table; asserts
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from _common import (
+    GIB,
+    MIB,
+    cp_rates,
+    load_average,
+    mb,
+    server_env,
+    sha256_file,
+    start_server,
+    stop_process,
+    wait_http,
+    write_random_file,
+)
+from artifactstore.client.handoff import HandoffClient
+from artifactstore.client.rawhttp import FileSender
+from artifactstore.protocol import HANDOFF_SOCKET, OFFSET_HEADER
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Awaitable, Callable
+
+CHUNK = 256 * MIB
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(pid: int, call: Callable[[], Awaitable[object]]) -> tuple[float, float, object]:
+    """(wall seconds, server CPU seconds, result) of one awaited call."""
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    result = await call()
+    return time.perf_counter() - started, cpu_seconds(pid) - cpu, result
+
+
+async def session_upload(
+    api: str, token: str, size: int, sha: str, send: Callable[[str, int, int], Awaitable[int]]
+) -> None:
+    """Create a session, send ``size`` bytes in CHUNK ranges with ``send``, finalize."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=600) as client:
+        created = await client.post("/v1/uploads", json={"size": size})
+        created.raise_for_status()
+        session = created.json()["id"]
+        offset = 0
+        while offset < size:
+            offset = await send(session, offset, min(CHUNK, size - offset))
+        done = await client.put(f"/v1/uploads/{session}", params={"sha256": sha})
+        done.raise_for_status()
+
+
+Row = tuple[str, float, float, str]
+
+
+async def run(api: str, pid: int, token: str, files: list[Path], socket_path: str) -> list[Row]:
+    """The timed operations, in order; rows of (label, wall s, server CPU s, note)."""
+    handoff = HandoffClient(socket_path)
+    first, second, third = files
+    size = first.stat().st_size
+    rows: list[Row] = []
+
+    wall, cpu, answer = await timed(pid, lambda: handoff.store(first, size))
+    assert isinstance(answer, dict)
+    rows.append(("handoff store (new blob)", wall, cpu, f"created={answer['created']}"))
+    wall, cpu, answer = await timed(pid, lambda: handoff.store(first, size))
+    assert isinstance(answer, dict)
+    rows.append(("handoff store again (dedupe)", wall, cpu, f"created={answer['created']}"))
+
+    async def append(session: str, offset: int, length: int) -> int:
+        return await handoff.append(session, second, offset, length)
+
+    sha = "sha256:" + (await asyncio.to_thread(sha256_file, second))[0]  # not timed
+    wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, append))
+    rows.append(("session + handoff append + PUT", wall, cpu, "today's CLI path"))
+
+    sender = FileSender(api, {"Authorization": f"Bearer {token}"}, timeout=600)
+
+    async def patch(session: str, offset: int, length: int) -> int:
+        answer = await sender.send_range(
+            "PATCH",
+            f"/v1/uploads/{session}",
+            third,
+            offset,
+            length,
+            headers={OFFSET_HEADER: str(offset)},
+        )
+        if answer.status != 204:
+            raise RuntimeError(f"PATCH answered {answer.status}: {answer.body[:200]!r}")
+        return offset + length
+
+    sha = "sha256:" + (await asyncio.to_thread(sha256_file, third))[0]  # not timed
+    try:
+        wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, patch))
+    finally:
+        sender.close()
+    rows.append(("session + HTTP PATCH (sendfile) + PUT", wall, cpu, "256 MiB PATCHes"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gib", type=float, default=1.0, help="size of each file in GiB")
+    args = parser.parse_args()
+    total = int(args.gib * GIB)
+
+    print(f"load average at start: {load_average()}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-handoff-", dir="/tmp"))
+    data_dir = work / "data"
+    log = (work / "server.log").open("wb")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        server, api, _ = start_server(data_dir, server_env(), log=log)
+        wait_http(f"{api}/healthz", server)
+        token = (data_dir / "admin-token").read_text(encoding="ascii").strip()
+        print(f"generating 3 x {total / GIB:g} GiB of random data ...", flush=True)
+        files = [work / f"big{i}.bin" for i in range(3)]
+        for f in files:
+            write_random_file(f, total)
+        print("sha256 and cp ...", flush=True)
+        _, sha_rate = sha256_file(files[0])
+        _, cp_sync_rate = cp_rates(files[0])
+        print("uploads ...", flush=True)
+        socket_path = str(data_dir / HANDOFF_SOCKET)
+        rows = asyncio.run(run(api, server.pid, token, files, socket_path))
+        _, sha_rate_after = sha256_file(files[0])
+    finally:
+        stop_process(server, timeout=60)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"Handoff store benchmark: {total / GIB:g} GiB files, {os.cpu_count()} cores")
+    sha_s, cp_s = total / sha_rate, total / cp_sync_rate
+    print(f"{'sha256 (hashlib, 1 MiB reads)':42} {mb(sha_rate):>12} {sha_s:6.2f} s")
+    print(
+        f"{'  again after the uploads':42} {mb(sha_rate_after):>12} {total / sha_rate_after:6.2f} s"
+    )
+    print(f"{'cp + sync -f':42} {mb(cp_sync_rate):>12} {cp_s:6.2f} s")
+    for label, wall, cpu, note in rows:
+        rate = total / wall
+        print(
+            f"{label:42} {mb(rate):>12} {wall:6.2f} s  {rate / sha_rate:.2f}x sha256"
+            f"  server CPU {cpu:.2f} s  {note}"
+        )
+    print(f"load average at end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
