@@ -81,7 +81,8 @@ def test_download_defaults_to_package_version_directory(server: Server, tmp_path
 
 
 def test_a_server_on_this_machine_is_handed_the_files(server: Server, tmp_path: Path) -> None:
-    """By default the bytes go over the server's socket; ``--no-handoff`` PATCHes them."""
+    """By default the file is handed over whole (``store``: the server hashes it, the client
+    does not); ``--no-handoff`` PATCHes it in chunks."""
     env = server.client_env()
     one, two = tmp_path / "one.bin", tmp_path / "two.bin"
     one.write_bytes(os.urandom(3 * 1024 * 1024))
@@ -90,8 +91,9 @@ def test_a_server_on_this_machine_is_handed_the_files(server: Server, tmp_path: 
     handed = cli("upload", "handed", "1", str(one), "--chunk-size", "1MiB", env=env)
     assert handed.returncode == 0, handed.stderr
     log = server.log_path.read_text(errors="replace")
-    assert log[seen:].count('"method":"HANDOFF"') == 3
+    assert log[seen:].count('"method":"HANDOFF"') == 1
     assert '"method":"PATCH"' not in log[seen:]
+    assert '"method":"POST","path":"/v1/uploads"' not in log[seen:]
     seen = len(log)
     patched = cli(
         "upload", "patched", "1", str(two), "--chunk-size", "1MiB", "--no-handoff", env=env
