@@ -64,25 +64,29 @@ def _download_matches(server: Server, tmp_path: Path, name: str, src: Path) -> N
     assert tree_bytes(out / src.name) == tree_bytes(src)
 
 
+@pytest.mark.parametrize("handoff", [False, True], ids=["http", "handoff"])
 def test_small_files_go_in_one_request_large_ones_by_session(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, handoff: bool
 ) -> None:
-    """Small files are one POST /v1/blobs each, larger ones sessions; all download byte-exact."""
+    """Small files are one POST /v1/blobs each, larger ones sessions (over HTTP) or one
+    handoff store each (the server on this machine); all download byte-exact."""
     src = _make_tree(tmp_path / "src")
     env = server.client_env()
-    up = cli("upload", "mixed", "1", str(src), "--json", env=env)
+    flags = [] if handoff else ["--no-handoff"]
+    up = cli("upload", "mixed", "1", str(src), "--json", *flags, env=env)
     assert up.returncode == 0, up.stderr
     summary = json.loads(up.stdout)
     assert (summary["files"], summary["uploaded"], summary["skipped"]) == (26, 25, 1)
     log = server.log_path.read_text(errors="replace")
     assert _requests(log, "POST", "/v1/blobs/exists", 200) == 1
     assert _requests(log, "POST", "/v1/blobs", 201) == 23  # 20 random, empty, "same", at-limit
-    assert _requests(log, "POST", "/v1/uploads", 201) == 2
+    assert _requests(log, "POST", "/v1/uploads", 201) == (0 if handoff else 2)
+    assert log.count('"method":"HANDOFF"') == (2 if handoff else 0)
     _download_matches(server, tmp_path, "mixed", src)
     again = cli("upload", "mixed", "1", str(src), "--json", env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["uploaded"] == 0
-    assert server.log_path.read_text(errors="replace").count('"path":"/v1/blobs"') == 23
+    assert _requests(server.log_path.read_text(errors="replace"), "POST", "/v1/blobs") == 23
 
 
 def test_held_blobs_are_learnt_in_one_request(server: Server, tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ class BlobUploader:
                 params=params,
                 on_progress=lambda _n: None,  # moves once the server answered
             )
-            return BlobInfo.from_json(response.json()), response.status_code == 201  # noqa: PLR2004
+            return BlobInfo.from_json(response.json()), response.status == 201  # noqa: PLR2004
 
         try:
             info, created = await self.transport.retrying(f"{blob.source.path}: upload", post)

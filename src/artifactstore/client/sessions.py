@@ -86,7 +86,7 @@ class HttpSender:
         except BaseException:
             on_progress(-sent)
             raise
-        return int(response.headers.get(OFFSET_HEADER, start + length))
+        return int(response.headers.get(OFFSET_HEADER.lower(), start + length))
 
 
 class HandoffSender:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import ssl
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from artifactstore.client.endpoint import Endpoint
 
-__all__ = ["Transport", "is_retryable"]
+__all__ = ["Answer", "Transport", "is_retryable"]
 
 log = logging.getLogger("artifactstore.client")
 
@@ -46,6 +48,22 @@ T = TypeVar("T")
 USER_AGENT = f"artifactstore-client/{artifactstore.__version__}"
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A bulk request's 2xx answer: status, headers (lower-case names) and the small body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise errors.IntegrityError("the server sent invalid JSON") from exc
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -180,13 +198,17 @@ class Transport:
 
     def raw_error(self, method: str, path: str, raw: RawResponse) -> errors.ArtifactStoreError:
         """The error a bulk answer stands for."""
-        response = httpx.Response(
+        try:
+            body = json.loads(raw.body)
+        except ValueError:
+            body = None
+        headers = {name.lower(): value for name, value in raw.headers}
+        return error_from_body(
             raw.status,
-            headers=raw.headers,
-            content=raw.body,
-            request=httpx.Request(method, self._http.base_url.join(path)),
+            body,
+            fallback=f"server answered {raw.status} to {method} {path}",
+            offset_header=headers.get(OFFSET_HEADER.lower()),
         )
-        return _error(response)
 
     async def send_file(
         self,
@@ -199,7 +221,7 @@ class Transport:
         headers: Mapping[str, str],
         on_progress: Callable[[int], None],
         params: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send ``length`` bytes of ``file`` from ``offset`` as the body; errors as ``request``.
 
         ``on_progress(n)`` reports bytes handed to the connection.
@@ -208,13 +230,15 @@ class Transport:
             SizeMismatchError: the file is shorter than the range.
         """
         if self.bulk is None:
-            return await self.request(
+            response = await self.request(
                 method,
                 path,
                 params=params,
                 content=_file_blocks(file, offset, length, on_progress),
                 headers={**headers, "Content-Length": str(length)},  # not chunked: proxies
             )
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return Answer(response.status_code, headers, response.content)
         try:
             raw = await self.bulk.send_range(
                 method,
@@ -229,15 +253,9 @@ class Transport:
         except BulkTransportError as exc:
             raise self.unreachable(exc) from exc
         self._contacted = True
-        response = httpx.Response(
-            raw.status,
-            headers=raw.headers,
-            content=raw.body,
-            request=httpx.Request(method, self._http.base_url.join(path), params=params),
-        )
-        if response.is_success:
-            return response
-        raise _error(response)
+        if not 200 <= raw.status < 300:  # noqa: PLR2004
+            raise self.raw_error(method, path, raw)
+        return Answer(raw.status, {name.lower(): value for name, value in raw.headers}, raw.body)
 
     async def retrying(
         self,
