@@ -124,19 +124,6 @@ def tree_digests(root: Path) -> dict[str, str]:
     }
 
 
-def gateway_config(work: Path) -> Path:
-    """A server config with one gateway credential (the secret in a file under ``work``)."""
-    secret = work / "gw-secret"
-    secret.write_text(GW_SECRET_KEY, encoding="ascii")
-    config = work / "artifactstore.toml"
-    config.write_text(
-        "[[gateway.credentials]]\n"
-        f'access_key_id = "{GW_ACCESS_KEY}"\nsecret_access_key_ref = "file:{secret}"\n',
-        encoding="utf-8",
-    )
-    return config
-
-
 def aws_env(env: dict[str, str], home: Path) -> dict[str, str]:
     """The aws CLI's environment: the gateway credential, a private HOME (no ~/.aws), no proxy."""
     home.mkdir(parents=True, exist_ok=True)

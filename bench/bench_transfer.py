@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import statistics
@@ -59,6 +60,7 @@ from _common import (
     MIB,
     RssSampler,
     compile_installed,
+    gateway_config,
     load_average,
     mib,
     percentile,
@@ -69,6 +71,8 @@ from _common import (
     wait_http,
 )
 from _transfer import (
+    GW_ACCESS_KEY,
+    GW_SECRET_KEY,
     SMALL,
     WARMUP_PUBLISHES,
     WORKERS,
@@ -76,7 +80,6 @@ from _transfer import (
     aws_env,
     cp_sync_times,
     evict,
-    gateway_config,
     make_tree,
     print_table,
     publish_many,
@@ -124,7 +127,10 @@ class Bench:
         with self.log.open("wb") as out:
             started = time.perf_counter()
             self.server, self.api, self.gw = start_server(
-                self.data_dir, self.env, config=gateway_config(self.work), log=out
+                self.data_dir,
+                self.env,
+                config=gateway_config(self.work, GW_ACCESS_KEY, GW_SECRET_KEY, anonymous=False),
+                log=out,
             )
         self.sampler = RssSampler(self.server.pid)
         self.sampler.start()
@@ -249,40 +255,35 @@ class Bench:
                 f"{label}: download, --no-handoff", size, down_http, cp_ref, 0.5, path=http_saw
             )
         )
+
+        def peer(what: str, command: list[str] | None, env: dict[str, str] | None) -> float:
+            """A peer's download of the same blob, then ``sync -f``; NaN if it is not installed."""
+            if command is None:
+                add(Row(f"{label}: {what}", ratio="skipped: not installed"))
+                return float("nan")
+            out.mkdir()
+            evict(blob)
+            took = self.watched(command, env, target)
+            check(what)
+            add(timed_row(f"{label}: {what} + sync -f", size, took, cp_ref, None, path=self.saw))
+            return took
+
         self.phase("aws s3 cp, curl")
-        what = f"{label}: aws s3 cp + sync -f"
-        if self.aws is None:
-            add(Row(what, ratio="skipped: aws is not installed"))
-        else:
-            out.mkdir()
-            evict(blob)
-            cmd = [self.aws, "--endpoint-url", self.gw, "s3", "cp", "--only-show-errors"]
-            key = f"s3://big/{version}/{source.name}"
-            aws_s = self.watched([*cmd, key, str(target)], self.aws_env, target)
-            check("aws s3 cp")
-            add(timed_row(what, size, aws_s, cp_ref, None, path=self.saw))
-            vs_aws = ("aws", aws_s)
-            add(
-                timed_row(
-                    f"{label}: download, --no-handoff vs aws",
-                    size,
-                    down_http,
-                    vs_aws,
-                    1.2,
-                    path=http_saw,
-                )
-            )
-        what = f"{label}: curl -o /v1/blobs + sync -f"
-        if self.curl is None:
-            add(Row(what, ratio="skipped: curl is not installed"))
-        else:
-            out.mkdir()
-            evict(blob)
+        key = f"s3://big/{version}/{source.name}"
+        aws = None
+        if self.aws is not None:
+            aws = [self.aws, "--endpoint-url", self.gw, "s3", "cp", "--only-show-errors"]
+            aws += [key, str(target)]
+        aws_s = peer("aws s3 cp", aws, self.aws_env)
+        if not math.isnan(aws_s):
+            what = f"{label}: download, --no-handoff vs aws"
+            add(timed_row(what, size, down_http, ("aws", aws_s), 1.2, path=http_saw))
+        curl = None
+        if self.curl is not None:
             auth = f"Authorization: Bearer {self.token}"
-            cmd = [self.curl, "-sS", "--fail", "--noproxy", "*", "-H", auth, "-o", str(target)]
-            curl_s = self.watched([*cmd, f"{self.api}/v1/blobs/sha256:{sha}"], None, target)
-            check("curl /v1/blobs")
-            add(timed_row(what, size, curl_s, cp_ref, None, path=self.saw))
+            curl = [self.curl, "-sS", "--fail", "--noproxy", "*", "-H", auth, "-o", str(target)]
+            curl.append(f"{self.api}/v1/blobs/sha256:{sha}")
+        peer("curl -o /v1/blobs", curl, None)
         source.unlink()
         self.phase("between")
 
