@@ -386,7 +386,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1", help="big file sizes in GiB, e.g. 1,4 (default 1)")
     parser.add_argument("--gib", type=float, help="one big file size in GiB (instead of --sizes)")
-    parser.add_argument("--reps", type=int, default=3, help="cp + sync repetitions (default 3)")
+    parser.add_argument("--reps", type=int, default=5, help="cp + sync repetitions (default 5)")
     parser.add_argument("--files", type=int, default=2000, help="files in the tree (0: no tree)")
     parser.add_argument("--concurrency", type=int, help="--concurrency of the tree downloads")
     parser.add_argument("--startup-runs", type=int, default=7, help="timed --help runs")
