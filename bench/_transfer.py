@@ -224,9 +224,9 @@ def timed_row(
     if versus is not None:
         name, theirs = versus
         value = theirs / seconds
-        ratio = f"{value:.2f}x {name}"
+        ratio = f"{value:.3g}x {name}"  # 3 digits: 0.548x is not 0.55x
         if target is not None:
-            goal, met = f">= {target:.2f}x", "yes" if value >= target else "NO"
+            goal, met = f">= {target:g}x", "yes" if value >= target else "NO"
     rate = rate_files(files, seconds) if files else rate_mb(size, seconds)
     return Row(what, f"{seconds:.2f}", rate, ratio, goal, met, path)
 

@@ -209,7 +209,7 @@ class Bench:
         sha_ref, cp_ref = ("sha256", sha_s), ("cp+sync", cp_s)
 
         print(f"{label}: uploads ...", flush=True)
-        self.phase("upload, default")
+        self.phase(f"{label}: upload, default")
         up = self.artifactstore("upload", "big", version, str(source))
         add(
             timed_row(f"{label}: upload, default (handoff)", size, up, sha_ref, 0.55, path=self.saw)
@@ -217,7 +217,7 @@ class Bench:
         fresh = self.work / f"big-http-{version}.bin"
         self.phase("between")
         write_random_file(fresh, size)
-        self.phase("upload, --no-handoff")
+        self.phase(f"{label}: upload, --no-handoff")
         up_http = self.artifactstore("upload", "big-http", version, str(fresh), "--no-handoff")
         add(
             timed_row(f"{label}: upload, --no-handoff", size, up_http, sha_ref, 0.35, path=self.saw)
@@ -240,14 +240,14 @@ class Bench:
             check(f"download {' '.join(extra)}")
             return took
 
-        self.phase("download, default")
+        self.phase(f"{label}: download, default")
         down = download()
         add(
             timed_row(
                 f"{label}: download, default (handoff)", size, down, cp_ref, 0.8, path=self.saw
             )
         )
-        self.phase("download, --no-handoff")
+        self.phase(f"{label}: download, --no-handoff")
         down_http = download("--no-handoff")
         http_saw = self.saw
         add(
@@ -268,7 +268,7 @@ class Bench:
             add(timed_row(f"{label}: {what} + sync -f", size, took, cp_ref, None, path=self.saw))
             return took
 
-        self.phase("aws s3 cp, curl")
+        self.phase(f"{label}: aws s3 cp, curl")
         key = f"s3://big/{version}/{source.name}"
         aws = None
         if self.aws is not None:
