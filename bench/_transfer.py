@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from _common import MIB, one_file_manifest
+from _common import MIB, mib, one_file_manifest
 
 if TYPE_CHECKING:
-    from _common import SmallFile
+    from _common import RssSampler, SmallFile
 
 SMALL = 4096
 WORKERS = 8  # concurrent clients of the small publishes
@@ -234,6 +234,22 @@ def timed_row(
 def spread(times: list[float]) -> str:
     """The min / median seconds of repeated runs."""
     return f"{min(times):.2f} / {statistics.median(times):.2f}"
+
+
+def rss_rows(s: RssSampler, bound: int) -> list[Row]:
+    """The server's RSS per phase, and its peak against ``bound``."""
+    rows = [Row("server RSS, idle (median over 1 s)", rate=mib(s.median("idle")))]
+    rows += [
+        Row(f"server RSS peak, {phase}", rate=mib(s.peak(phase)))
+        for phase in dict.fromkeys(p for p, _ in s.samples)
+        if phase not in {"start-up", "idle", "between", "end"}
+    ]
+    for what, value in (("50 ms samples", s.peak()), ("VmHWM, kernel", s.hwm)):
+        met = "yes" if value <= bound else "NO"
+        rows.append(
+            Row(f"server RSS peak ({what})", rate=mib(value), target=f"<= {mib(bound)}", met=met)
+        )
+    return rows
 
 
 def print_table(title: str, rows: list[Row]) -> None:

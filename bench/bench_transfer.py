@@ -62,7 +62,6 @@ from _common import (
     compile_installed,
     gateway_config,
     load_average,
-    mib,
     percentile,
     server_env,
     small_files,
@@ -84,6 +83,7 @@ from _transfer import (
     print_table,
     publish_many,
     rate_mb,
+    rss_rows,
     run,
     run_synced,
     served,
@@ -170,6 +170,19 @@ class Bench:
         """Seconds of one ``artifactstore`` command that talks to the server."""
         return self.watched([self.cli, *args], self.cli_env, None)
 
+    def timed(
+        self,
+        what: str,
+        size: int,
+        seconds: float,
+        versus: tuple[str, float] | None,
+        target: float | None,
+        *,
+        files: int = 0,
+    ) -> None:
+        """Add a timed row for the last command (``timed_row``, what the server saw)."""
+        self.rows.append(timed_row(what, size, seconds, versus, target, path=self.saw, files=files))
+
     def check(self, what: str, ok: bool) -> None:
         """Record a byte check; a failed one is kept for the end of the run."""
         if not ok:
@@ -211,17 +224,13 @@ class Bench:
         print(f"{label}: uploads ...", flush=True)
         self.phase(f"{label}: upload, default")
         up = self.artifactstore("upload", "big", version, str(source))
-        add(
-            timed_row(f"{label}: upload, default (handoff)", size, up, sha_ref, 0.55, path=self.saw)
-        )
+        self.timed(f"{label}: upload, default (handoff)", size, up, sha_ref, 0.55)
         fresh = self.work / f"big-http-{version}.bin"
         self.phase("between")
         write_random_file(fresh, size)
         self.phase(f"{label}: upload, --no-handoff")
         up_http = self.artifactstore("upload", "big-http", version, str(fresh), "--no-handoff")
-        add(
-            timed_row(f"{label}: upload, --no-handoff", size, up_http, sha_ref, 0.35, path=self.saw)
-        )
+        self.timed(f"{label}: upload, --no-handoff", size, up_http, sha_ref, 0.35)
         fresh.unlink()
 
         print(f"{label}: downloads ...", flush=True)
@@ -242,19 +251,11 @@ class Bench:
 
         self.phase(f"{label}: download, default")
         down = download()
-        add(
-            timed_row(
-                f"{label}: download, default (handoff)", size, down, cp_ref, 0.8, path=self.saw
-            )
-        )
+        self.timed(f"{label}: download, default (handoff)", size, down, cp_ref, 0.8)
         self.phase(f"{label}: download, --no-handoff")
         down_http = download("--no-handoff")
         http_saw = self.saw
-        add(
-            timed_row(
-                f"{label}: download, --no-handoff", size, down_http, cp_ref, 0.5, path=http_saw
-            )
-        )
+        self.timed(f"{label}: download, --no-handoff", size, down_http, cp_ref, 0.5)
 
         def peer(what: str, command: list[str] | None, env: dict[str, str] | None) -> float:
             """A peer's download of the same blob, then ``sync -f``; NaN if it is not installed."""
@@ -265,7 +266,7 @@ class Bench:
             evict(blob)
             took = self.watched(command, env, target)
             check(what)
-            add(timed_row(f"{label}: {what} + sync -f", size, took, cp_ref, None, path=self.saw))
+            self.timed(f"{label}: {what} + sync -f", size, took, cp_ref, None)
             return took
 
         self.phase(f"{label}: aws s3 cp, curl")
@@ -296,21 +297,9 @@ class Bench:
         expected = make_tree(root, count, SMALL)
         self.phase("tree upload")
         up = self.artifactstore("upload", "tree", "1.0", str(root))
-        add(
-            timed_row(
-                f"{label}: upload, default (handoff)",
-                size,
-                up,
-                None,
-                None,
-                path=self.saw,
-                files=count,
-            )
-        )
+        self.timed(f"{label}: upload, default (handoff)", size, up, None, None, files=count)
         out = self.work / "out"
-        more = (
-            [] if self.args.concurrency is None else ["--concurrency", str(self.args.concurrency)]
-        )
+        more = ["--concurrency", str(self.args.concurrency)] if self.args.concurrency else []
 
         def check(what: str) -> None:
             self.check(f"{label}: {what}", tree_digests(out) == expected)
@@ -337,7 +326,7 @@ class Bench:
             cmd += ["--only-show-errors", "s3://tree/1.0/", str(out)]
             aws_s = self.watched(cmd, self.aws_env, out)
             check("aws s3 cp --recursive")
-            add(timed_row(what, size, aws_s, None, None, path=self.saw, files=count))
+            self.timed(what, size, aws_s, None, None, files=count)
             aws = ("aws", aws_s)
         for name, took, saw, goal in downloads:
             row = timed_row(
@@ -365,21 +354,6 @@ class Bench:
             )
         )
         self.phase("between")
-
-    def rss_rows(self) -> None:
-        """The server's RSS per phase, and its peak against issue 3's bound."""
-        assert self.sampler is not None
-        s = self.sampler
-        self.rows.append(Row("server RSS, idle (median over 1 s)", rate=mib(s.median("idle"))))
-        for phase in dict.fromkeys(p for p, _ in s.samples):
-            if phase not in {"start-up", "idle", "between", "end"}:
-                self.rows.append(Row(f"server RSS peak, {phase}", rate=mib(s.peak(phase))))
-        goal = f"<= {mib(RSS_TARGET)}"
-        for what, value in (("50 ms samples", s.peak()), ("VmHWM, kernel", s.hwm)):
-            met = "yes" if value <= RSS_TARGET else "NO"
-            self.rows.append(
-                Row(f"server RSS peak ({what})", rate=mib(value), target=goal, met=met)
-            )
 
 
 def main() -> None:
@@ -415,7 +389,8 @@ def main() -> None:
     finally:
         bench.stop()
         shutil.rmtree(work, ignore_errors=True)
-    bench.rss_rows()
+    assert bench.sampler is not None
+    bench.rows += rss_rows(bench.sampler, RSS_TARGET)
     print_table(f"Transfer benchmark (issue 11), {os.cpu_count()} cores", bench.rows)
     print(f"load average at end: {load_average()}")
     if bench.wrong:
