@@ -22,6 +22,7 @@ from tests.integration.handoff_support import random_file, raw_request
 from artifactstore import errors
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics
+from artifactstore.client.errors import ServerUnreachableError
 from artifactstore.client.handoff import HandoffClient
 from artifactstore.config import (
     DatabaseSettings,
@@ -302,3 +303,25 @@ async def test_open_refuses_a_descriptor_sent_with_it(
             raw_request, str(settings.data_dir / HANDOFF_SOCKET), message, [fh.fileno()]
         )
     assert "carries no file descriptor" in answer["error"]["message"]
+
+
+async def test_a_store_cancelled_by_shutdown_leaves_nothing(
+    registry: Registry, settings: Settings, tmp_path: Path
+) -> None:
+    """Stopping the listener past its grace ends a store in flight with nothing kept."""
+    listener = HandoffListener(tmp_path / "h.sock", Uploads(registry), Metrics())
+    listener.start()
+    size = 768 * MIB
+    src = tmp_path / "zeros.bin"
+    with src.open("wb") as fh:
+        fh.truncate(size)
+    task = asyncio.create_task(HandoffClient(str(listener.path)).store(src, size))
+    while not any(p.stat().st_size for p in settings.staging_dir.iterdir()):
+        assert not task.done(), task
+        await asyncio.sleep(0.001)
+    await listener.stop(grace=0)
+    with pytest.raises(ServerUnreachableError):
+        await task
+    assert _staged(settings) == []
+    async with registry.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM events")).scalar() == 0

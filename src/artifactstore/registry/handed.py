@@ -166,6 +166,7 @@ async def _stage(staging: Staging, fd: int, length: int) -> tuple[Path, BlobDige
         stop.set()
         with contextlib.suppress(BaseException):
             await work
+        target.unlink(missing_ok=True)  # the work may have finished meanwhile
         raise
     return target, digests
 
