@@ -19,7 +19,7 @@ lane thread runs sha256 in order, and writer threads send each piece from
 the same buffer to the staged file with ``O_DIRECT`` (``PieceWriter``: no
 copy into a write buffer, no page cache). A buffer is read into again only
 once its sha256 and its write are done. Measured on the 2-core VM: 1 GiB
-staged in 0.61-0.69 s where sha256 alone took 0.70 s (bench/README.md).
+staged in 0.61-0.69 s where sha256 alone took 0.70 s (docs/PERFORMANCE.md).
 
 It does not speak the socket protocol (``api.handoff_ops``) nor check who
 the peer is (``api.handoff``).
