@@ -68,8 +68,11 @@ def _download_matches(server: Server, tmp_path: Path, name: str, src: Path) -> N
 def test_small_files_go_in_one_request_large_ones_by_session(
     server: Server, tmp_path: Path, handoff: bool
 ) -> None:
-    """Small files are one POST /v1/blobs each, larger ones sessions (over HTTP) or one
-    handoff store each (the server on this machine); all download byte-exact."""
+    """Small files are one POST /v1/blobs each, larger ones sessions or handoff stores.
+
+    Over HTTP the larger files take sessions; to the server on this machine,
+    one handoff store each. All download byte-exact.
+    """
     src = _make_tree(tmp_path / "src")
     env = server.client_env()
     flags = [] if handoff else ["--no-handoff"]

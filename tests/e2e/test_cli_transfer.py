@@ -81,8 +81,10 @@ def test_download_defaults_to_package_version_directory(server: Server, tmp_path
 
 
 def test_a_server_on_this_machine_is_handed_the_files(server: Server, tmp_path: Path) -> None:
-    """By default the file is handed over whole (``store``: the server hashes it, the client
-    does not); ``--no-handoff`` PATCHes it in chunks."""
+    """By default the file is handed over whole; ``--no-handoff`` PATCHes it in chunks.
+
+    Handed over, it is one ``store`` op: the server hashes it, the client does not.
+    """
     env = server.client_env()
     one, two = tmp_path / "one.bin", tmp_path / "two.bin"
     one.write_bytes(os.urandom(3 * 1024 * 1024))

@@ -22,6 +22,7 @@ from tests.integration.handoff_support import random_file, raw_request
 from artifactstore import errors
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics
+from artifactstore.client.errors import ServerUnreachableError
 from artifactstore.client.handoff import HandoffClient
 from artifactstore.config import (
     DatabaseSettings,
@@ -90,6 +91,15 @@ def _staged(settings: Settings) -> list[str]:
     return sorted(p.name for p in settings.staging_dir.iterdir())
 
 
+async def _drained(settings: Settings) -> None:
+    """Wait until the staging dir is empty (fails after 60 s; never a timing assertion)."""
+    for _ in range(6000):
+        if not _staged(settings):
+            return
+        await asyncio.sleep(0.01)
+    assert _staged(settings) == []
+
+
 async def test_store_hashes_the_file_and_records_the_blob_as_the_handoff_uid(
     api: httpx.AsyncClient, client: HandoffClient, settings: Settings, tmp_path: Path
 ) -> None:
@@ -118,7 +128,7 @@ async def test_storing_the_same_bytes_again_creates_and_records_nothing(
     again = await client.store(src, 3 * MIB)
     assert again == {"blob": first["blob"], "created": False}
     assert await _events(api) == before
-    assert _staged(settings) == []
+    await _drained(settings)  # the staged bytes are removed in the background
 
 
 async def test_an_empty_file_is_a_blob_too(
@@ -302,3 +312,25 @@ async def test_open_refuses_a_descriptor_sent_with_it(
             raw_request, str(settings.data_dir / HANDOFF_SOCKET), message, [fh.fileno()]
         )
     assert "carries no file descriptor" in answer["error"]["message"]
+
+
+async def test_a_store_cancelled_by_shutdown_leaves_nothing(
+    registry: Registry, settings: Settings, tmp_path: Path
+) -> None:
+    """Stopping the listener past its grace ends a store in flight with nothing kept."""
+    listener = HandoffListener(tmp_path / "h.sock", Uploads(registry), Metrics())
+    listener.start()
+    size = 768 * MIB
+    src = tmp_path / "zeros.bin"
+    with src.open("wb") as fh:
+        fh.truncate(size)
+    task = asyncio.create_task(HandoffClient(str(listener.path)).store(src, size))
+    while not any(p.stat().st_size for p in settings.staging_dir.iterdir()):
+        assert not task.done(), task
+        await asyncio.sleep(0.001)
+    await listener.stop(grace=0)
+    with pytest.raises(ServerUnreachableError):
+        await task
+    assert _staged(settings) == []
+    async with registry.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM events")).scalar() == 0

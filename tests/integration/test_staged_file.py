@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from artifactstore.staged_file import ALIGN, BUFFER_BYTES, DirectReader, StagedFile
+from artifactstore.staged_file import (
+    ALIGN,
+    BUFFER_BYTES,
+    DirectReader,
+    PieceWriter,
+    StagedFile,
+    give_back,
+    take_buffer,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,3 +80,28 @@ def test_direct_reader_returns_exact_ranges(tmp_path: Path, offset: int, length:
         assert reader.read_at(len(data) - 3, 10) == data[-3:]
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("last", [0, 1, ALIGN - 1, ALIGN, 3 * ALIGN + 5])
+def test_piece_writer_writes_pieces_from_aligned_buffers_out_of_order(
+    tmp_path: Path, last: int
+) -> None:
+    """Aligned pieces written in any order plus an unaligned last one give the exact bytes."""
+    rng = random.Random(last)
+    pieces = [rng.randbytes(2 * ALIGN) for _ in range(3)] + [rng.randbytes(last)]
+    path = tmp_path / "pieces"
+    writer = PieceWriter(path)
+    buf = take_buffer()
+    view = memoryview(buf)
+    try:
+        for i in (3, 1, 0, 2):
+            view[: len(pieces[i])] = pieces[i]
+            writer.write_at(view[: len(pieces[i])], i * 2 * ALIGN)
+        writer.sync()
+    finally:
+        writer.close()
+        view.release()
+        give_back(buf)
+    assert path.read_bytes() == b"".join(pieces)
+    with pytest.raises(FileExistsError):
+        PieceWriter(path)

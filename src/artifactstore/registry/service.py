@@ -24,7 +24,7 @@ from artifactstore.registry import queries
 from artifactstore.registry.blobstore import BlobStore
 from artifactstore.registry.ingest import Expected, Staging, check_expected
 from artifactstore.registry.journal import transaction
-from artifactstore.resources import AsyncCloseable
+from artifactstore.resources import AsyncCloseable, shared_pool
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
@@ -238,7 +238,8 @@ class Registry(AsyncCloseable):
         then the staged file is removed and nothing is recorded.
 
         The staged file is consumed (renamed into the last backend that needs
-        it, where the backend allows) or removed. Copies that already exist
+        it, where the backend allows) or removed, by a background thread
+        after success (the answer does not wait for it). Copies that already exist
         are not written again. With ``keep_on_error``, a failure other than a
         mismatch leaves the file (if not yet consumed) for the caller to retry.
 
@@ -268,7 +269,10 @@ class Registry(AsyncCloseable):
             if not keep_on_error:
                 path.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
-        path.unlink(missing_ok=True)  # noqa: ASYNC240 - gone already when consumed
+        # Gone already when a backend took it by rename; otherwise (every target
+        # held the blob, or no backend could take the file) dropped in the
+        # background: unlinking 1 GiB took 0.13 s here, on the event loop.
+        shared_pool("staging-discard", 1).submit(path.unlink, missing_ok=True)
         recorded: list[BlobStored] = []
         if stored:
             async with transaction(self.engine, actor=actor) as tx:
