@@ -153,6 +153,21 @@ def start_server(
     return process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{s3_port}"
 
 
+def gateway_config(
+    work: Path, access_key: str, secret_key: str, *, anonymous_read: bool = False
+) -> Path:
+    """A server config file under ``work`` with one gateway credential (secret in a file)."""
+    secret = work / "gw-secret"
+    secret.write_text(secret_key, encoding="ascii")
+    config = work / "artifactstore.toml"
+    config.write_text(
+        f"[gateway]\nanonymous_read = {str(anonymous_read).lower()}\n[[gateway.credentials]]\n"
+        f'access_key_id = "{access_key}"\nsecret_access_key_ref = "file:{secret}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` s: how each script ends the servers it started."""
     if process is None or process.poll() is not None:

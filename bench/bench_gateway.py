@@ -42,6 +42,7 @@ from _common import (
     GIB,
     agenerated_chunks,
     free_port,
+    gateway_config,
     mb,
     server_env,
     start_server,
@@ -222,7 +223,7 @@ def page_latency(client: httpx.Client, url: str, repeat: int = 15) -> float:
     return statistics.median(times) * 1000
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--big-gib", type=float, default=1.0)
     parser.add_argument("--versions", type=int, default=100)
@@ -244,14 +245,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         settings = Settings(data_dir=data_dir, database=DatabaseSettings(url=url))
         print("generating data ...", flush=True)
         facts = asyncio.run(generate(settings, int(args.big_gib * GIB), args.versions, args.files))
-        secret = work / "gw-secret"
-        secret.write_text(SECRET_KEY, encoding="ascii")
-        config = work / "artifactstore.toml"
-        config.write_text(
-            "[gateway]\nanonymous_read = true\n[[gateway.credentials]]\n"
-            f'access_key_id = "{ACCESS_KEY}"\nsecret_access_key_ref = "file:{secret}"\n',
-            encoding="utf-8",
-        )
+        config = gateway_config(work, ACCESS_KEY, SECRET_KEY, anonymous_read=True)
         env = {**server_env(), "ARTIFACTSTORE_DATABASE_URL": url}
         server, api, gw = start_server(data_dir, env, config=config)
         wait_http(f"{api}/healthz", server, timeout=120)
