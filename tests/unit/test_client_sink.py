@@ -117,6 +117,20 @@ def test_one_flipped_byte_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_small_file_is_verified_too(tmp_path: Path, data: bytes, direct: bool) -> None:
+    """Under one buffer (hashed and written in commit, no lanes): right bytes commit, wrong not."""
+    good, bad = tmp_path / "good.bin", tmp_path / "bad.bin"
+    with _open(good, data[:5000], direct=direct) as sink:
+        sink.write(data[:5000])
+        sink.commit()
+    with _open(bad, data[:5000], direct=direct) as sink:
+        sink.write(data[1:5001])
+        with pytest.raises(DigestMismatchError):
+            sink.commit()
+    assert good.read_bytes() == data[:5000]
+    assert [p.name for p in tmp_path.iterdir()] == ["good.bin"]
+
+
 def test_a_wrong_blake3_alone_is_caught(tmp_path: Path, data: bytes) -> None:
     """sha256 matches but blake3 does not: DigestMismatchError naming blake3, no file."""
     sha, _ = _digests(data)

@@ -190,10 +190,20 @@ class VerifiedFile:
         for slot in range(BUFFERS):
             self._wait(slot)
 
-    def _submit(self) -> None:
-        """Hand the current buffer's bytes to the three lanes and move to the next buffer."""
+    def _submit(self, *, last: bool = False) -> None:
+        """Hand the current buffer's bytes to the three lanes and move to the next buffer.
+
+        The ``last`` buffer of a file that never filled one is hashed and
+        written right here: no threads for a small file.
+        """
         slot, n = self._slot, self._fill
-        if n:
+        if n and last and not self._lanes:
+            view = self._views[slot][:n]
+            self._sha256.update(view)
+            self._blake3.update(view)
+            self._write_at(view, self._submitted)
+            self._submitted += n
+        elif n:
             view = self._views[slot][:n]
             offset = self._submitted
             self._pending[slot] = [
@@ -369,7 +379,7 @@ class VerifiedFile:
         """
         self._check_open()
         try:
-            self._submit()
+            self._submit(last=True)
             self._wait_all()
             self._check()
             os.fsync(self._fd)
