@@ -31,6 +31,24 @@ def _local(backend: StorageBackend) -> LocalBackend:
     return backend
 
 
+def _page_cached(fd: int, offset: int) -> bool:
+    """Whether the page at ``offset`` is in the page cache (an ``RWF_NOWAIT`` read)."""
+    try:
+        os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _direct_reads_work(fd: int) -> bool:
+    try:
+        direct = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(direct)
+    return True
+
+
 class TestLocalBackend(BackendConformance):
     """The contract on a fresh root directory per test."""
 
@@ -121,6 +139,30 @@ class TestLocalBackend(BackendConformance):
         stream = await backend.get(digest)
         assert await backend.delete(digest)
         assert await self.read(stream) == data
+
+    async def test_rereading_a_cold_blob_stays_out_of_the_page_cache(
+        self, backend: StorageBackend
+    ) -> None:
+        """The cache probe of one read does not make the next read of a cold blob go buffered."""
+        if not getattr(os, "RWF_NOWAIT", 0):
+            pytest.skip("no RWF_NOWAIT probe here")
+        data = blob(32 * MIB, seed=5)
+        digest = await self.put(backend, data)
+        path = _local(backend).path_for(digest)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if not _direct_reads_work(fd):
+                pytest.skip("this filesystem refuses O_DIRECT")
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for _ in range(3):
+                assert await self.read(await backend.get(digest)) == data
+            # Direct reads leave nothing behind; a buffered one caches every page.
+            # Probed backwards: readahead runs forwards, so a probe cannot cache the next one.
+            pages = range(len(data) - MIB, -1, -MIB)
+            cached = sum(_page_cached(fd, offset) for offset in pages)
+        finally:
+            os.close(fd)
+        assert cached <= 4  # at most the readahead the probes started
 
     async def test_closed_backend_refuses_work(self, backend: StorageBackend) -> None:
         """After aclose the backend raises BackendUnavailableError and reports unhealthy."""

@@ -23,7 +23,7 @@ from artifactstore import errors
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics
 from artifactstore.client.errors import ServerUnreachableError
-from artifactstore.client.handoff import HandoffClient
+from artifactstore.client.handoff import HandoffClient, HandoffUnavailableError
 from artifactstore.config import (
     DatabaseSettings,
     LocalBackendSettings,
@@ -66,10 +66,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def client(api: httpx.AsyncClient, settings: Settings) -> HandoffClient:
-    """A handoff client of the app's listener (``api`` started it)."""
-    assert api is not None
-    return HandoffClient(str(settings.data_dir / HANDOFF_SOCKET))
+async def client(api: httpx.AsyncClient, settings: Settings) -> HandoffClient:
+    """A handoff client of the app's listener, named as ``GET /v1/uploads/handoff`` names it."""
+    named = (await api.get("/v1/uploads/handoff")).json()
+    assert named["socket"] == str(settings.data_dir / HANDOFF_SOCKET)
+    return HandoffClient(named["socket"], named["server"])
 
 
 def _digests(data: bytes) -> dict[str, Any]:
@@ -174,7 +175,9 @@ async def test_a_file_truncated_while_read_is_a_size_mismatch_and_leaves_nothing
     with src.open("wb") as fh:
         fh.truncate(size)  # sparse: read at memory speed
     try:
-        task = asyncio.create_task(HandoffClient(str(listener.path)).store(src, size))
+        task = asyncio.create_task(
+            HandoffClient(str(listener.path), listener.server_id).store(src, size)
+        )
         while not any(p.stat().st_size for p in settings.staging_dir.iterdir()):
             assert not task.done(), task
             await asyncio.sleep(0.001)
@@ -193,8 +196,9 @@ async def test_only_a_regular_file_can_be_stored(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     """A pipe is refused before anything is read."""
+    named = (await api.get("/v1/uploads/handoff")).json()
     path = str(settings.data_dir / HANDOFF_SOCKET)
-    message = json.dumps({"op": "store", "length": 10}).encode()
+    message = json.dumps({"op": "store", "server": named["server"], "length": 10}).encode()
     read_end, write_end = os.pipe()
     try:
         os.write(write_end, b"0123456789")
@@ -241,7 +245,7 @@ async def test_a_blob_beyond_the_maximum_size_is_413(settings: Settings, tmp_pat
         listener.start()
         try:
             with pytest.raises(errors.TooLargeError):
-                await HandoffClient(str(listener.path)).store(
+                await HandoffClient(str(listener.path), listener.server_id).store(
                     random_file(tmp_path, MIB + 1), MIB + 1
                 )
         finally:
@@ -324,7 +328,9 @@ async def test_a_store_cancelled_by_shutdown_leaves_nothing(
     src = tmp_path / "zeros.bin"
     with src.open("wb") as fh:
         fh.truncate(size)
-    task = asyncio.create_task(HandoffClient(str(listener.path)).store(src, size))
+    task = asyncio.create_task(
+        HandoffClient(str(listener.path), listener.server_id).store(src, size)
+    )
     while not any(p.stat().st_size for p in settings.staging_dir.iterdir()):
         assert not task.done(), task
         await asyncio.sleep(0.001)
@@ -334,3 +340,19 @@ async def test_a_store_cancelled_by_shutdown_leaves_nothing(
     assert _staged(settings) == []
     async with registry.engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT count(*) FROM events")).scalar() == 0
+
+
+async def test_store_and_open_refuse_a_request_for_another_server(
+    client: HandoffClient, tmp_path: Path
+) -> None:
+    """A socket reached under another server's id (two servers, one data dir) stores nothing."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    for server in ("0" * 32, None):
+        other = HandoffClient(client.path, server)
+        with pytest.raises(HandoffUnavailableError, match="another server"):
+            await other.store(src, 1000)
+        with pytest.raises(HandoffUnavailableError, match="another server"):
+            await other.open_blob(hashlib.sha256(b"x" * 1000).hexdigest())
+    stored = await client.store(src, 1000)
+    assert stored["created"] is True  # nothing was stored by the refused requests

@@ -1,4 +1,4 @@
-"""client/rawhttp.py: file ranges sent with sendfile (or TLS) to a real in-process HTTP server.
+"""client/rawhttp.py: file ranges sent (sendfile or TLS), GETs received, against a real HTTP server.
 
 The server is ``http.server.ThreadingHTTPServer`` on loopback; the path picks
 its behaviour (see ``_Handler``). It hashes what it reads and records, per
@@ -24,10 +24,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import blake3
 import pytest
 
 from artifactstore.client.rawhttp import MAX_ANSWER, BulkTransportError, FileSender, RawResponse
-from artifactstore.errors import SizeMismatchError
+from artifactstore.client.sink import BUFFER_BYTES, VerifiedFile
+from artifactstore.digests import Digest
+from artifactstore.errors import BlobNotFoundError, SizeMismatchError
+from artifactstore.protocol import error_from_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -61,6 +65,8 @@ class _State:
     """Set by ``/hold`` when it reads on (released, or tired of waiting)."""
     finished: threading.Event = field(default_factory=threading.Event)
     """Set when a connection's handler ends."""
+    blob: bytes = b""
+    """What the GET routes serve."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -74,6 +80,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     - ``/chunked``: 200, the JSON in a chunked body.
     - ``/early``: 413 before reading any of the body, then closes.
     - ``/hold``: reads 64 KiB, then waits for ``state.release`` before the rest.
+
+    GET serves ``state.blob``:
+
+    - ``/blob``: 200, or 206 for ``Range: bytes=N-``, keep-alive.
+    - ``/blob-cut``: as ``/blob``, but closes after half the body.
+    - ``/blob-no-range``: 200 with the whole blob, whatever the Range.
+    - ``/blob-long``: 200 with one byte more than the blob.
+    - ``/blob-bad-range``: 206 whose Content-Range always starts at 0.
+    - ``/blob-chunked``: 200, the blob in 1 MiB chunks (``-long``: one byte more).
+    - ``/missing``: 404 with a JSON error body.
     """
 
     protocol_version = "HTTP/1.1"
@@ -93,6 +109,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_PUT = do_PATCH  # noqa: N815 - the stdlib's dispatch names
     do_POST = do_PATCH  # noqa: N815
+
+    def do_GET(self) -> None:
+        route = self.path.split("?")[0]
+        headers = dict(self.headers.items())
+        self.state.seen.append(_Seen("GET", self.path, self.client_address[1], 0, 0, "", headers))
+        blob = self.state.blob
+        if route == "/missing":
+            error = {"error": {"code": "blob_not_found", "message": "no such blob", "detail": {}}}
+            self._answer(404, error)
+            return
+        if route.startswith("/blob-chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data = blob + (b"!" if route == "/blob-chunked-long" else b"")
+            for start in range(0, len(data), MiB):
+                part = data[start : start + MiB]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        asked = headers.get("Range", "") if route != "/blob-no-range" else ""
+        start = int(asked.removeprefix("bytes=").removesuffix("-")) if asked else 0
+        body = blob[start:] + (b"!" if route == "/blob-long" else b"")
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(body)))
+        if asked:
+            first = 0 if route == "/blob-bad-range" else start
+            self.send_header("Content-Range", f"bytes {first}-{len(blob) - 1}/{len(blob)}")
+        self.end_headers()
+        if route == "/blob-cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
 
     def _read_body(self, declared: int, *, hold: bool = False) -> tuple[int, str]:
         digest, received = hashlib.sha256(), 0
@@ -740,3 +790,144 @@ async def test_ipv6_literal_base_url(data_file: Path) -> None:
             answer = await sender.send_range("PATCH", "/echo", data_file, 0, 100)
     assert _json(answer)["path"] == "/p/echo"
     assert site.state.seen[0].headers["Host"] == f"[::1]:{site.port}"
+
+
+# --- GET into a VerifiedFile ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blob() -> bytes:
+    """More than two of the sink's buffers, ending mid-block."""
+    return os.urandom(2 * BUFFER_BYTES + MiB + 12345)
+
+
+def _sink(target: Path, blob: bytes) -> VerifiedFile:
+    return VerifiedFile(
+        target,
+        size=len(blob),
+        sha256=Digest("sha256", hashlib.sha256(blob).digest()),
+        blake3=Digest("blake3", blake3.blake3(blob).digest()),
+    )
+
+
+async def test_get_into_receives_the_whole_body(
+    any_site: _Site, tmp_path: Path, blob: bytes
+) -> None:
+    """A 200 body lands in the sink whole, progress sums to it; the connection stays."""
+    any_site.state.blob = blob
+    target = tmp_path / "out.bin"
+    calls: list[tuple[int, int]] = []
+    with closing(any_site.sender()) as sender, _sink(target, blob) as sink:
+        answer = await sender.get_into(
+            "/blob", sink, on_progress=lambda n: calls.append((n, threading.get_ident()))
+        )
+        assert (answer.status, answer.body) == (200, b"")
+        assert ("Content-Length", str(len(blob))) in answer.headers
+        assert sink.written == len(blob)
+        sink.commit()
+        await sender.send_range("PATCH", "/echo", target, 0, 10)
+    assert target.read_bytes() == blob
+    assert sum(n for n, _ in calls) == len(blob)
+    assert {ident for _, ident in calls} == {threading.get_ident()}
+    assert "Range" not in any_site.state.seen[0].headers
+    assert any_site.state.seen[0].port == any_site.state.seen[1].port
+
+
+async def test_get_into_a_body_cut_short_resumes_with_range(
+    any_site: _Site, tmp_path: Path, blob: bytes
+) -> None:
+    """Closed mid-body: BulkTransportError, what came is kept; the retry asks for the rest."""
+    any_site.state.blob = blob
+    target = tmp_path / "out.bin"
+    with closing(any_site.sender()) as sender, _sink(target, blob) as sink:
+        with pytest.raises(BulkTransportError, match="ended"):
+            await sender.get_into("/blob-cut", sink)
+        assert sink.written == len(blob) // 2
+        assert sender._idle == []
+        answer = await sender.get_into("/blob", sink)
+        sink.commit()
+    assert answer.status == 206
+    assert any_site.state.seen[1].headers["Range"] == f"bytes={len(blob) // 2}-"
+    assert target.read_bytes() == blob
+
+
+async def test_get_into_restarts_when_the_range_is_ignored(
+    site: _Site, tmp_path: Path, blob: bytes
+) -> None:
+    """A 200 to a Range request: the sink starts over, progress is wound back, the file is right."""
+    site.state.blob = blob
+    target = tmp_path / "out.bin"
+    calls: list[int] = []
+    with closing(site.sender()) as sender, _sink(target, blob) as sink:
+        with pytest.raises(BulkTransportError):
+            await sender.get_into("/blob-cut", sink, on_progress=calls.append)
+        answer = await sender.get_into("/blob-no-range", sink, on_progress=calls.append)
+        sink.commit()
+    assert answer.status == 200
+    assert -(len(blob) // 2) in calls
+    assert sum(calls) == len(blob)
+    assert target.read_bytes() == blob
+
+
+async def test_get_into_returns_an_error_answer_intact(
+    site: _Site, tmp_path: Path, blob: bytes
+) -> None:
+    """A 404 with a JSON body comes back whole (error_from_body maps it); the sink is untouched."""
+    with closing(site.sender()) as sender, _sink(tmp_path / "out.bin", blob) as sink:
+        answer = await sender.get_into("/missing", sink)
+        assert sink.written == 0
+        await sender.get_into("/missing", sink)
+    assert answer.status == 404
+    assert json.loads(answer.body)["error"]["code"] == "blob_not_found"
+    assert isinstance(error_from_body(answer.status, json.loads(answer.body)), BlobNotFoundError)
+    assert site.state.seen[0].port == site.state.seen[1].port
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [("/blob-long", "Content-Length"), ("/blob-bad-range", "Content-Range bytes 0-")],
+)
+async def test_get_into_refuses_a_body_that_does_not_fit(
+    site: _Site, tmp_path: Path, blob: bytes, route: str, message: str
+) -> None:
+    """A longer body or a 206 from the wrong offset: SizeMismatchError before a byte is taken."""
+    site.state.blob = blob
+    with closing(site.sender()) as sender, _sink(tmp_path / "out.bin", blob) as sink:
+        if route == "/blob-bad-range":
+            with pytest.raises(BulkTransportError):
+                await sender.get_into("/blob-cut", sink)
+        before = sink.written
+        with pytest.raises(SizeMismatchError, match=message):
+            await sender.get_into(route, sink)
+        assert sink.written == before
+        assert sender._idle == []
+
+
+async def test_get_into_takes_a_chunked_body(site: _Site, tmp_path: Path, blob: bytes) -> None:
+    """A chunked 200 (as a proxy may send) is unframed into the sink."""
+    site.state.blob = blob
+    target = tmp_path / "out.bin"
+    with closing(site.sender()) as sender, _sink(target, blob) as sink:
+        answer = await sender.get_into("/blob-chunked", sink)
+        sink.commit()
+    assert answer.status == 200
+    assert target.read_bytes() == blob
+
+
+async def test_get_into_refuses_a_chunked_body_running_long(
+    site: _Site, tmp_path: Path, blob: bytes
+) -> None:
+    """A chunked body with a byte past the blob: SizeMismatchError, the file is not committed."""
+    site.state.blob = blob
+    with closing(site.sender()) as sender, _sink(tmp_path / "out.bin", blob) as sink:
+        with pytest.raises(SizeMismatchError, match="longer"):
+            await sender.get_into("/blob-chunked-long", sink)
+        assert sender._idle == []
+    assert not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+
+
+async def test_get_into_refuses_a_range_other_than_the_sinks(tmp_path: Path, blob: bytes) -> None:
+    """A Range header that is not ``bytes=<written>-``: ValueError, no I/O."""
+    sender = FileSender("http://127.0.0.1:9", {})
+    with _sink(tmp_path / "out.bin", blob) as sink, pytest.raises(ValueError, match="Range"):
+        await sender.get_into("/blob", sink, headers={"Range": "bytes=5-"})

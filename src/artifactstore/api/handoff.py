@@ -36,6 +36,7 @@ import socket
 import stat
 import struct
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from artifactstore import errors as e
@@ -67,6 +68,9 @@ class HandoffListener:
         self.path = path
         self.uploads = uploads
         self.metrics = metrics
+        self.server_id = uuid.uuid4().hex
+        """Named with the socket at ``GET /v1/uploads/handoff``; ``store`` and ``open``
+        requests must carry it, so a client never stores into another server's socket."""
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -190,6 +194,7 @@ class HandoffListener:
                 message,
                 fds,
                 uid=uid,
+                server_id=self.server_id,
                 uploads=self.uploads,
                 metrics=self.metrics,
                 request=request,

@@ -8,14 +8,18 @@ message asks for (docs/design/0002, docs/API.md "Same-host handoff"):
   "length"}`` and one descriptor; appends ``file[offset:offset + length]``
   to an upload session with ``Uploads.append``, exactly as a PATCH body.
   Answer ``{"offset": n}``.
-- ``store``: ``{"op": "store", "length", "producer", "retention_class"}`` and
+- ``store``: ``{"op": "store", "server", "length", "producer", "retention_class"}`` and
   one descriptor of a whole regular file of ``length`` bytes; the server
   hashes every byte and stores the blob as a finalized session would
   (``registry.handed.store_handed``). Answer ``{"blob": {"sha256", "blake3",
   "size"}, "created": bool}``.
-- ``open``: ``{"op": "open", "sha256": "<64 hex>"}`` and no descriptor; the
+- ``open``: ``{"op": "open", "server", "sha256": "<64 hex>"}`` and no descriptor; the
   answer ``{"size", "sha256", "blake3"}`` carries a read-only descriptor of a
   local copy (``registry.handed.open_local``).
+
+``server`` is the id ``GET /v1/uploads/handoff`` gave with the socket's
+path; ``store`` and ``open`` must carry it (``append`` may): a request for
+another server is refused (404, ``detail.reason = "another_server"``).
 
 Events recorded by ``store`` name the actor ``handoff:uid=<uid>``: no token
 crosses the socket, the peer's uid (``SO_PEERCRED``) is what is known of it.
@@ -79,6 +83,7 @@ async def run(
     fds: list[int],
     *,
     uid: int,
+    server_id: str,
     uploads: Uploads,
     metrics: Metrics,
     request: Request,
@@ -98,14 +103,21 @@ async def run(
     if op == "open":
         if fds:
             raise e.InvalidInputError("an open request carries no file descriptor")
-        return await _open(fields, uploads, request)
+        return await _open(fields, server_id, uploads, request)
     if op not in {"append", "store"}:
         raise e.InvalidInputError(f"unknown handoff op {str(op)[:40]!r}; {_SHAPE}")
     if len(fds) != 1:
         raise e.InvalidInputError("a handoff carries exactly one file descriptor")
     if op == "store":
-        return await _store(fields, fds[0], uid, uploads, request)
+        return await _store(fields, fds[0], uid, server_id, uploads, request)
+    if fields.get("server") not in {None, server_id}:
+        _another_server()
     return await _append(fields, fds[0], uploads, metrics, request)
+
+
+def _another_server() -> None:
+    """The client asked another server for this socket's path (two servers, one data dir)."""
+    raise e.NotFoundError("this handoff socket belongs to another server", reason="another_server")
 
 
 async def _append(
@@ -127,12 +139,14 @@ async def _append(
     return Answer({"offset": new_offset})
 
 
-async def _store(
-    fields: dict[str, Any], fd: int, uid: int, uploads: Uploads, request: Request
+async def _store(  # noqa: PLR0917 - the parsed request and where it runs
+    fields: dict[str, Any], fd: int, uid: int, server_id: str, uploads: Uploads, request: Request
 ) -> Answer:
     request.path = request.route = "/v1/blobs"
     length = _int(fields, "length")
     labels = {name: _label(fields, name) for name in ("producer", "retention_class")}
+    if fields.get("server") != server_id:  # an append may omit it: an unknown session is a 404
+        _another_server()
     blob, created = await store_handed(
         uploads.registry,
         fd,
@@ -146,12 +160,16 @@ async def _store(
     return Answer({"blob": digests, "created": created})
 
 
-async def _open(fields: dict[str, Any], uploads: Uploads, request: Request) -> Answer:
+async def _open(
+    fields: dict[str, Any], server_id: str, uploads: Uploads, request: Request
+) -> Answer:
     request.route = "/v1/blobs/{sha256}"
     text = fields.get("sha256")
     if not isinstance(text, str):
         raise e.InvalidInputError("an open request names sha256 as 64 lowercase hex characters")
     sha256 = Digest.from_hex("sha256", text)
+    if fields.get("server") != server_id:
+        _another_server()
     request.path = f"/v1/blobs/{sha256}"
     fd, blob = await open_local(uploads.registry, sha256)
     body = {"size": blob.size, "sha256": str(blob.sha256), "blake3": str(blob.blake3)}

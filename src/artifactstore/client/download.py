@@ -41,7 +41,6 @@ from artifactstore.digests import Digest
 from artifactstore.manifest import Manifest, ManifestFile, decode_manifest
 from artifactstore.models import VersionInfo
 from artifactstore.names import validate_file_path
-from artifactstore.storage.streams import coalesce
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,7 +53,6 @@ __all__ = ["DownloadResult", "download_version", "fetch_manifest", "target_path"
 log = logging.getLogger("artifactstore.client")
 
 CBOR = "application/cbor"
-WRITE_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +148,9 @@ async def fetch_manifest(
 
 
 def _sink(target: Path, file: ManifestFile) -> VerifiedFile:
-    return VerifiedFile(target, size=file.size, sha256=file.sha256, blake3=file.blake3)
+    return VerifiedFile(
+        target, size=file.size, sha256=file.sha256, blake3=file.blake3, name=file.path
+    )
 
 
 class _Fetcher:
@@ -191,25 +191,10 @@ class _Fetcher:
 
     async def _get(self, file: ManifestFile, sink: VerifiedFile) -> None:
         """``GET /v1/blobs/sha256:<hex>``, resumed with ``Range`` after a broken connection."""
-        path = f"/v1/blobs/{file.sha256}"
 
         async def get(attempt: int) -> None:
-            if attempt and sink.written >= file.size:
-                return  # everything arrived before the connection broke
-            headers = {"Range": f"bytes={sink.written}-"} if sink.written else {}
-            async with self.transport.stream("GET", path, headers=headers) as response:
-                if sink.written and response.status_code != 206:  # noqa: PLR2004 - Range ignored
-                    self.meter.advance(-sink.written)
-                    await asyncio.to_thread(sink.restart)
-                async for block in coalesce(response.aiter_raw(), WRITE_BLOCK):
-                    if sink.written + len(block) > file.size:
-                        raise errors.SizeMismatchError(
-                            f"{file.path}: the server sent more than the {file.size} bytes"
-                            " the manifest names; the file was not written",
-                            path=file.path,
-                        )
-                    await asyncio.to_thread(sink.write, block)
-                    self.meter.advance(len(block))
+            if not attempt or sink.written < file.size:
+                await self.transport.get_into(f"/v1/blobs/{file.sha256}", sink, self.meter.advance)
 
         await self.transport.retrying(f"{file.path}: download", get)
 

@@ -49,8 +49,10 @@ class HandoffUnavailableError(Exception):
 class HandoffClient:
     """Appends, stores and opens files through one server's handoff socket."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, server_id: str | None = None) -> None:
         self.path = path
+        self.server_id = server_id
+        """The id the server gave with the path; ``store`` and ``open`` need it."""
 
     async def append(self, session: str, file: Path, offset: int, length: int) -> int:
         """Have the server append ``file[offset:offset + length]`` at ``offset``; the new offset.
@@ -60,7 +62,9 @@ class HandoffClient:
             ServerUnreachableError: the server went away before answering (retry).
             ArtifactStoreError: the server's answer, as for a PATCH.
         """
-        request = {"upload": session, "offset": offset, "length": length}
+        request: dict[str, Any] = {"upload": session, "offset": offset, "length": length}
+        if self.server_id is not None:
+            request["server"] = self.server_id
         body = await asyncio.to_thread(self._with_file, file, request, _answer_timeout(length))
         try:
             return int(body["offset"])
@@ -90,6 +94,7 @@ class HandoffClient:
         """
         request = {
             "op": "store",
+            "server": self.server_id,
             "length": size,
             "producer": producer,
             "retention_class": retention_class,
@@ -113,7 +118,7 @@ class HandoffClient:
             NotLocalError: no copy is a file on this machine (use HTTP).
             InvalidDigestError: ``sha256_hex`` is not 64 lowercase hex characters.
         """
-        request = {"op": "open", "sha256": sha256_hex}
+        request = {"op": "open", "server": self.server_id, "sha256": sha256_hex}
         body, fds = await asyncio.to_thread(self._call, request, None, ANSWER_TIMEOUT_SECONDS)
         if len(fds) != 1 or not {"size", "sha256", "blake3"} <= body.keys():
             for fd in fds:
@@ -150,6 +155,10 @@ class HandoffClient:
                 )
             except OSError as exc:
                 raise ServerUnreachableError(f"handoff to {self.path} failed: {exc}") from exc
+        return self._answer(answer, fds)
+
+    def _answer(self, answer: bytes, fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        """The answer's body and descriptors, or the error it stands for."""
         if not answer:
             raise ServerUnreachableError("the server closed the handoff before answering")
         try:
@@ -165,7 +174,10 @@ class HandoffClient:
             raise _invalid() from exc
         for received in fds:
             os.close(received)
-        raise error_from_body(status, body, fallback=f"the handoff answered {status}")
+        error = error_from_body(status, body, fallback=f"the handoff answered {status}")
+        if error.detail.get("reason") == "another_server":
+            raise HandoffUnavailableError(f"{self.path} belongs to another server") from error
+        raise error
 
 
 def _answer_timeout(length: int) -> float:

@@ -119,8 +119,12 @@ async def handoff_for(transport: Transport) -> HandoffClient | None:
     except errors.ArtifactStoreError as exc:
         log.debug("no same-host handoff: %s", exc.message)
         return None
-    path = answer.get("socket") if isinstance(answer, dict) else None
-    return HandoffClient(path) if isinstance(path, str) else None
+    if not isinstance(answer, dict):
+        return None
+    path, server = answer.get("socket"), answer.get("server")
+    if not isinstance(path, str) or not isinstance(server, str):
+        return None
+    return HandoffClient(path, server)
 
 
 async def _hash(files: Sequence[SourceFile], concurrency: int, meter: Meter) -> list[Digest]:

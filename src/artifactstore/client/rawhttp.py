@@ -1,168 +1,73 @@
-"""Zero-copy HTTP/1.1 uploads of a byte range of a local file (``os.sendfile``).
+"""Bulk HTTP/1.1 bodies: file ranges sent with ``sendfile(2)``, GETs received into a file.
 
 Why: streaming a PATCH body through httpx reads every block into Python
 ``bytes``, copies it on its way to the socket and costs event-loop work per
 block; on a 2-core machine shared with the server that CPU is the bottleneck
 of a large upload. Here the kernel moves the bytes from the page cache into
 the socket (``sendfile(2)``), so the client spends almost nothing per byte.
+Downloads go the other way without per-chunk ``bytes`` objects: the body is
+received with ``recv_into`` straight into the buffers of a
+``client.sink.VerifiedFile``, which hashes and writes them on its own threads.
 
-Owns: building the request head by hand (RFC 9112: request line, ``Host``,
-``Content-Length``, ``Connection: keep-alive``, then the caller's headers),
-sending the file range, parsing the answer with the stdlib's
-``http.client.HTTPResponse`` (Content-Length, chunked, read-until-close), and
-a small pool of idle keep-alive connections. Sockets are blocking (with
-timeouts) and driven from worker threads, so the event loop never waits on
-bulk I/O. Over TLS ``sendfile`` is impossible (the bytes must be encrypted
-in user space): the range is read into one reused buffer and sent with
-``sendall`` (``socket.sendfile``'s own fallback for ``SSLSocket`` reads 8 KiB
-``bytes`` objects, far more CPU per byte).
+Owns: ``FileSender.send_range`` (a file range as a request body) and
+``FileSender.get_into`` (a GET whose 200/206 body goes into a
+``VerifiedFile``, resuming with ``Range``). Over TLS ``sendfile`` is
+impossible (the bytes must be encrypted in user space): the range is read
+into one reused buffer and sent with ``sendall`` (``socket.sendfile``'s own
+fallback for ``SSLSocket`` reads 8 KiB ``bytes`` objects, far more CPU per
+byte); received bodies use ``SSLSocket.recv_into``. Connections, request
+heads and small answers are ``client/http1.py``'s.
 
 It does not: map statuses to ``artifactstore.errors`` (callers get a
-``RawResponse``, error statuses included), retry beyond one re-send on a
-stale idle connection, follow redirects, or send anything but a file range.
+``RawResponse``, error statuses included, and use
+``protocol.error_from_body``), retry beyond one re-send on a stale idle
+connection, or follow redirects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import os
+import re
 import select
-import socket
-import ssl
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
 
 from artifactstore import errors
+from artifactstore.client.http1 import (
+    MAX_ANSWER,
+    BulkTransportError,
+    Call,
+    CancelledWork,
+    Connections,
+    RawResponse,
+    ResendableError,
+    read_answer,
+    readable,
+)
 
 if TYPE_CHECKING:
     import io
+    import socket
+    import ssl
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
-__all__ = ["BulkTransportError", "FileSender", "RawResponse"]
+    from artifactstore.client.sink import VerifiedFile
+
+__all__ = ["MAX_ANSWER", "BulkTransportError", "FileSender", "RawResponse"]
 
 PIECE_SIZE = 8 * 1024 * 1024
 """Bytes per ``sendfile`` round between progress reports (and checks for cancellation)."""
 TLS_BUFFER = 1024 * 1024
 """Bytes read and encrypted at once over TLS (one buffer per request, reused)."""
-MAX_ANSWER = 16 * 1024 * 1024
-"""Longest answer body accepted; answers here are a 204 or a JSON error."""
 
-_OWN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-@dataclass(frozen=True, slots=True)
-class RawResponse:
-    """The server's answer, whatever its status."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    """As received, in order (names keep their case)."""
-    body: bytes
-
-
-class BulkTransportError(Exception):
-    """Connecting, sending or reading the answer failed (the request may or may not have arrived).
-
-    With ``sendfile`` a read error of the local file itself is indistinguishable
-    from a socket error and is reported here too.
-    """
-
-
-class _CancelledError(Exception):
-    """The awaiting task was cancelled; the worker stops (internal)."""
-
-
-class _Call:
-    """One ``send_range`` call's socket, shared with the cancelling side.
-
-    Cancellation shuts the socket down (never closes it: the worker thread
-    still uses the descriptor), which makes the worker's blocking send, recv
-    or connect fail at once; the worker then closes it.
-    """
-
-    def __init__(self, report: Callable[[int], None] | None) -> None:
-        self.report = report
-        """Called from the worker with each piece's byte count."""
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self.cancelled = False
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self.cancelled:
-                raise _CancelledError
-            self._sock = sock
-
-    def detach(self) -> bool:
-        """Forget the socket; False when the call was cancelled (the socket must be closed)."""
-        with self._lock:
-            self._sock = None
-            return not self.cancelled
-
-    def abort(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    # The plain method: SSLSocket.shutdown drops its SSL object,
-                    # which the worker thread may be using.
-                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-
-
-class _ResendableError(Exception):
-    """A reused connection failed before any of the body went out (internal): send again."""
-
-
-def _check_token(kind: str, text: str) -> None:
-    if not text or not set(text) <= _TCHAR:
-        raise ValueError(f"invalid HTTP {kind} {text!r}")
-
-
-def _check_value(name: str, value: str) -> None:
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
-def _readable(sock: socket.socket) -> bool:
-    """True when ``sock`` has something to read now (data, EOF or an error).
-
-    For an idle connection that means the server closed it (or sent junk).
-    """
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, http.client.RemoteDisconnected):
-        return "the server closed the connection without answering"
-    if isinstance(exc, http.client.IncompleteRead):
-        return "the server closed the connection in the middle of its answer"
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
-
-
-class FileSender:
-    """Sends requests whose body is a range of a local file.
+class FileSender(Connections):
+    """Sends requests whose body is a range of a local file; receives GET bodies into files.
 
     Blocking sockets driven from worker threads (``asyncio`` default
     executor, as ``asyncio.to_thread``); one thread per request in flight.
@@ -182,76 +87,17 @@ class FileSender:
         ssl_context: ssl.SSLContext | None = None,
         piece_size: int = PIECE_SIZE,
     ) -> None:
-        url = urlsplit(base_url)
-        if url.scheme not in _DEFAULT_PORTS or not url.hostname:
-            raise ValueError(f"base URL {base_url!r} must look like http(s)://host[:port][/prefix]")
-        if url.query or url.fragment or url.username is not None:
-            raise ValueError(f"base URL {base_url!r} must not carry a query, fragment or user")
         if piece_size <= 0:
             raise ValueError("piece_size must be positive")
-        self._host = url.hostname
-        self._port = url.port or _DEFAULT_PORTS[url.scheme]
-        self._origin = f"{url.scheme}://{url.netloc}"
-        self._prefix = url.path.rstrip("/")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self._host_header = host if url.port in {None, _DEFAULT_PORTS[url.scheme]} else url.netloc
-        self._tls: ssl.SSLContext | None = None
-        if url.scheme == "https":
-            self._tls = ssl_context or ssl.create_default_context()
-        self._headers = self._checked(headers)
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
-        self._max_idle = max_idle
+        super().__init__(
+            base_url,
+            headers,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_idle=max_idle,
+            ssl_context=ssl_context,
+        )
         self._piece = piece_size
-        self._lock = threading.Lock()
-        self._idle: list[socket.socket] = []
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"FileSender({self._origin}{self._prefix!r}, idle={len(self._idle)})"
-
-    @staticmethod
-    def _checked(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-        result = []
-        for name, value in headers.items():
-            _check_token("header name", name)
-            _check_value(name, value)
-            if name.lower() in _OWN_HEADERS:
-                raise ValueError(f"header {name!r} is set by FileSender itself")
-            result.append((name, value))
-        return result
-
-    def _head(
-        self,
-        method: str,
-        path: str,
-        length: int,
-        headers: Mapping[str, str] | None,
-        params: Mapping[str, str] | None,
-    ) -> tuple[bytes, str]:
-        """The encoded request line and header block, and the target; ValueError when invalid."""
-        _check_token("method", method)
-        if not path.startswith("/") or any(c <= " " or c >= "\x7f" for c in path):
-            raise ValueError(f"path {path!r} must start with / and be percent-encoded ASCII")
-        target = self._prefix + path
-        if params:
-            target += ("&" if "?" in path else "?") + urlencode(params)
-        extra = dict(headers or {})
-        # Callers used to setting Content-Length themselves may repeat the right one.
-        for name in [n for n in extra if n.lower() == "content-length"]:
-            if extra.pop(name) != str(length):
-                raise ValueError(f"Content-Length {length} is set from the range")
-        lines = [
-            f"{method} {target} HTTP/1.1",
-            f"Host: {self._host_header}",
-            f"Content-Length: {length}",
-            "Connection: keep-alive",
-        ]
-        lines += [f"{name}: {value}" for name, value in self._headers + self._checked(extra)]
-        try:
-            return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), target
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"headers must be Latin-1 text: {exc}") from exc
 
     async def send_range(
         self,
@@ -282,120 +128,127 @@ class FileSender:
         """
         if offset < 0 or length < 0:
             raise ValueError(f"invalid range: offset {offset}, length {length}")
-        if self._closed:
-            raise RuntimeError("FileSender is closed")
         head, target = self._head(method, path, length, headers, params)
-        loop = asyncio.get_running_loop()
-        report: Callable[[int], None] | None = None
-        if on_progress is not None:
-
-            def report(n: int) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(on_progress, n)
-
-        call = _Call(report)
         request = _Request(method, f"{method} {self._origin}{target}", head, file, offset, length)
-        future = loop.run_in_executor(None, self._send_blocking, call, request)
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # always retrieved
+        return await self._run(on_progress, lambda call: self._send_blocking(call, request))
+
+    async def get_into(
+        self,
+        path: str,
+        sink: VerifiedFile,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> RawResponse:
+        """GET ``path``; a 200/206 body goes into ``sink`` (not committed), any other answer back.
+
+        When ``sink`` already holds bytes, ``Range: bytes=<written>-`` is sent
+        (a ``Range`` in ``headers`` must be exactly that). A 206 must start at
+        ``sink.written`` and end at ``sink.size``; a 200 to a Range request
+        restarts the sink (``on_progress`` then gets minus the bytes
+        forgotten). ``on_progress(n)`` runs on the event loop after each
+        buffer received. On success the answer's body is empty; for other
+        statuses it is the (small) body, for ``protocol.error_from_body``.
+
+        Raises:
+            BulkTransportError: connecting, sending or receiving failed, the
+                body was cut short or timed out; what arrived stays in
+                ``sink``, so calling again resumes.
+            SizeMismatchError: the answer announces a body that does not end
+                at ``sink.size`` (longer or shorter), or a chunked body runs past it.
+            ValueError: invalid path, header, or a Range that is not the sink's.
+            RuntimeError: the sender is closed.
+        """
+        extra = dict(headers or {})
+        wanted = f"bytes={sink.written}-" if sink.written else None
+        given = [name for name in extra if name.lower() == "range"]
+        if given and [extra[name] for name in given] != [wanted]:
+            raise ValueError(f"Range is set from the sink: {wanted or 'none'}, not {given}")
+        if wanted is not None and not given:
+            extra["Range"] = wanted
+        head, target = self._head("GET", path, None, extra, params)
+        where = f"GET {self._origin}{target}"
+        return await self._run(
+            on_progress,
+            lambda call: self._exchange(
+                call, where, lambda sock, again: self._get(call, sock, head, sink, again)
+            ),
+        )
+
+    # --- worker thread: GET ------------------------------------------------------------
+
+    def _get(
+        self, call: Call, sock: socket.socket, head: bytes, sink: VerifiedFile, resendable: bool
+    ) -> RawResponse:
+        """One GET on ``sock``, which is pooled or closed before this returns."""
+        reusable = False
         try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            call.abort()
-            # The shut-down socket makes the worker fail at once; wait for it
-            # so the file and socket are closed when the cancellation lands.
-            with contextlib.suppress(Exception):
-                await future
-            raise
+            response = http.client.HTTPResponse(sock, method="GET")
+            try:
+                try:
+                    sock.sendall(head)
+                    response.begin()
+                except ConnectionError as exc:
+                    if resendable and not call.cancelled:
+                        raise ResendableError from exc
+                    raise
+                if response.status not in {200, 206}:
+                    answer, reusable = read_answer(response)
+                    return answer
+                self._receive(call, response, sink)
+                reusable = not response.will_close
+                return RawResponse(response.status, response.getheaders(), b"")
+            finally:
+                response.close()
+        finally:
+            self._checkin(call, sock, reusable)
 
-    def close(self) -> None:
-        """Close the idle connections; later ``send_range`` calls raise RuntimeError."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            _close(sock)
+    @staticmethod
+    def _receive(call: Call, response: http.client.HTTPResponse, sink: VerifiedFile) -> None:
+        """Check that the body is the rest of the sink's bytes, then receive it into the sink."""
+        if response.status == 200 and sink.written:  # noqa: PLR2004 - the Range was ignored
+            forgotten = sink.written
+            sink.restart()
+            if call.report is not None:
+                call.report(-forgotten)
+        start = 0
+        if response.status == 206:  # noqa: PLR2004 - Partial Content
+            found = _CONTENT_RANGE.fullmatch(response.getheader("Content-Range") or "")
+            first, last, total = found.groups() if found else ("", "", "")
+            ends = (first, last) == (str(sink.written), str(sink.size - 1))
+            if not ends or total not in {str(sink.size), "*"}:
+                raise _mismatch(sink, f"Content-Range {response.getheader('Content-Range')}")
+            start = int(first)
+        expected = sink.size - start
+        if response.length is not None:  # Content-Length: recv_into the sink's buffers
+            if response.length != expected:
+                raise _mismatch(sink, f"Content-Length {response.length}")
+            # readinto1: what the head's read buffered first, then one
+            # recv_into (SSLSocket.recv_into over TLS) straight into the sink.
+            sink.receive(response.fp.readinto1, expected, call.report)
+            return
+        # Chunked or until close (a proxy's doing): HTTPResponse unframes it.
+        sink.receive(response.readinto, expected, call.report)
+        if response.read(1):
+            raise _mismatch(sink, "a body longer than that")
 
-    # --- worker thread ------------------------------------------------------------
+    # --- worker thread: send_range -----------------------------------------------------
 
-    def _send_blocking(self, call: _Call, request: _Request) -> RawResponse:
+    def _send_blocking(self, call: Call, request: _Request) -> RawResponse:
         with request.file.open("rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size < request.offset + request.length:
                 raise request.shrunk(size)
-            try:
-                sock, reused = self._checkout(call)
-                try:
-                    return self._attempt(call, sock, request, fh, resendable=reused)
-                except _ResendableError:
-                    # urllib3's rule: a kept-alive connection may have been
-                    # closed by the server just now; send again, once, on a
-                    # new connection, since none of the body went out.
-                    sock = self._connect(call)
-                    return self._attempt(call, sock, request, fh, resendable=False)
-            except (OSError, http.client.HTTPException) as exc:
-                if call.cancelled:
-                    raise _CancelledError from exc
-                raise BulkTransportError(f"{request.where}: {_describe(exc)}") from exc
-
-    def _checkout(self, call: _Call) -> tuple[socket.socket, bool]:
-        """An idle connection that still looks open (True), else a new one (False)."""
-        while True:
-            with self._lock:
-                sock = self._idle.pop() if self._idle else None  # the newest first
-            if sock is None:
-                return self._connect(call), False
-            if not _readable(sock):
-                try:
-                    call.attach(sock)
-                except _CancelledError:
-                    _close(sock)
-                    raise
-                return sock, True
-            _close(sock)
-
-    def _checkin(self, call: _Call, sock: socket.socket, reusable: bool) -> None:
-        if call.detach() and reusable:
-            with self._lock:
-                if not self._closed and len(self._idle) < self._max_idle:
-                    self._idle.append(sock)
-                    return
-        _close(sock)
-
-    def _connect(self, call: _Call) -> socket.socket:
-        """A new connection (TLS handshake done), attached to ``call`` so it can be aborted."""
-        infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        failure = OSError(f"{self._host} has no address")
-        for family, kind, proto, _name, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                call.attach(sock)
-                sock.settimeout(self._connect_timeout)
-                sock.connect(address)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self._tls is not None:
-                    sock = self._tls.wrap_socket(
-                        sock, server_hostname=self._host, do_handshake_on_connect=False
-                    )
-                    call.attach(sock)  # before the handshake, so abort() reaches it
-                    sock.do_handshake()
-                sock.settimeout(self._timeout)
-            except OSError as exc:
-                call.detach()
-                _close(sock)
-                if call.cancelled:
-                    raise _CancelledError from exc
-                failure = exc
-                continue
-            except BaseException:
-                call.detach()
-                _close(sock)
-                raise
-            return sock
-        raise failure
+            return self._exchange(
+                call,
+                request.where,
+                lambda sock, again: self._attempt(call, sock, request, fh, resendable=again),
+            )
 
     def _attempt(
         self,
-        call: _Call,
+        call: Call,
         sock: socket.socket,
         request: _Request,
         fh: io.FileIO,
@@ -405,7 +258,7 @@ class FileSender:
         """One request on ``sock``, which is pooled or closed before this returns.
 
         Raises:
-            _ResendableError: ``resendable``, and the connection broke (a
+            ResendableError: ``resendable``, and the connection broke (a
                 send failed, or it closed without a status line) before any of
                 the body went out.
         """
@@ -418,21 +271,21 @@ class FileSender:
             except OSError:
                 # A server may answer early (a 4xx before the whole body) and
                 # close: that answer is worth more than the send error.
-                if not call.cancelled and _readable(sock):
+                if not call.cancelled and readable(sock):
                     with contextlib.suppress(OSError, http.client.HTTPException):
                         return self._read_answer(sock, request.method)[0]
                 raise
             answer, reusable = self._read_answer(sock, request.method)
         except ConnectionError as exc:
             if resendable and sent[0] == 0 and not call.cancelled:
-                raise _ResendableError from exc
+                raise ResendableError from exc
             raise
         finally:
             self._checkin(call, sock, reusable)
         return answer
 
     def _send_body(
-        self, call: _Call, sock: socket.socket, request: _Request, fh: io.FileIO, sent: list[int]
+        self, call: Call, sock: socket.socket, request: _Request, fh: io.FileIO, sent: list[int]
     ) -> None:
         """The range in pieces of ``piece_size``, reporting progress after each."""
         send = (
@@ -451,7 +304,7 @@ class FileSender:
                 offset += n
                 sent[0] += n
             if call.cancelled:
-                raise _CancelledError
+                raise CancelledWork
             if call.report is not None:
                 call.report(piece_end - start)
 
@@ -498,17 +351,18 @@ class FileSender:
         response = http.client.HTTPResponse(sock, method=method)
         try:
             response.begin()
-            body = bytearray()
-            while piece := response.read(64 * 1024):
-                body += piece
-                if len(body) > MAX_ANSWER:
-                    raise http.client.HTTPException(f"answer longer than {MAX_ANSWER} bytes")
-            if response.length:  # read(amt) does not raise for a cut Content-Length body
-                raise http.client.IncompleteRead(bytes(body), response.length)
-            answer = RawResponse(response.status, response.getheaders(), bytes(body))
-            return answer, not response.will_close
+            return read_answer(response)
         finally:
             response.close()
+
+
+def _mismatch(sink: VerifiedFile, what: str) -> errors.SizeMismatchError:
+    return errors.SizeMismatchError(
+        f"{sink.name}: the server answered with {what}, but {sink.size - sink.written} bytes"
+        f" from offset {sink.written} were expected; the file was not written",
+        path=sink.name,
+        expected=sink.size,
+    )
 
 
 @dataclass(frozen=True, slots=True)

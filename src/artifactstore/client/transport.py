@@ -31,13 +31,14 @@ from artifactstore import errors
 from artifactstore.client.errors import ServerUnreachableError
 from artifactstore.client.rawhttp import BulkTransportError, FileSender, RawResponse
 from artifactstore.protocol import OFFSET_HEADER, error_from_body
-from artifactstore.storage.streams import read_file_range
+from artifactstore.storage.streams import coalesce, read_file_range
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from pathlib import Path
 
     from artifactstore.client.endpoint import Endpoint
+    from artifactstore.client.sink import VerifiedFile
 
 __all__ = ["Answer", "Transport", "is_retryable"]
 
@@ -256,6 +257,40 @@ class Transport:
         if not 200 <= raw.status < 300:  # noqa: PLR2004
             raise self.raw_error(method, path, raw)
         return Answer(raw.status, {name.lower(): value for name, value in raw.headers}, raw.body)
+
+    async def get_into(
+        self, path: str, sink: VerifiedFile, on_progress: Callable[[int], None]
+    ) -> None:
+        """GET ``path`` into ``sink``, from ``sink.written`` on (``Range``); errors as ``request``.
+
+        Straight into the sink's buffers with ``recv_into`` where the
+        connection is direct; through httpx when a proxy must carry it.
+
+        Raises:
+            SizeMismatchError: the server sent more than the sink's size.
+        """
+        if self.bulk is None:
+            await self._get_through_httpx(path, sink, on_progress)
+            return
+        try:
+            raw = await self.bulk.get_into(path, sink, on_progress=on_progress)
+        except BulkTransportError as exc:
+            raise self.unreachable(exc) from exc
+        self._contacted = True
+        if not 200 <= raw.status < 300:  # noqa: PLR2004
+            raise self.raw_error("GET", path, raw)
+
+    async def _get_through_httpx(
+        self, path: str, sink: VerifiedFile, on_progress: Callable[[int], None]
+    ) -> None:
+        headers = {"Range": f"bytes={sink.written}-"} if sink.written else {}
+        async with self.stream("GET", path, headers=headers) as response:
+            if sink.written and response.status_code != 206:  # noqa: PLR2004 - Range ignored
+                on_progress(-sink.written)
+                await asyncio.to_thread(sink.restart)
+            async for block in coalesce(response.aiter_raw(), 1024 * 1024):
+                await asyncio.to_thread(sink.write, block)
+                on_progress(len(block))
 
     async def retrying(
         self,

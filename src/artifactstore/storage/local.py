@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import random
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -104,15 +105,21 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
         yield data
 
 
-def _cached(f: BinaryIO, offset: int) -> bool:
-    """Whether the page at ``offset`` is in the page cache (``RWF_NOWAIT`` probe).
+def _cached(f: BinaryIO, start: int, end: int) -> bool:
+    """Whether ``[start, end)`` looks cached: a page at random in it is (``RWF_NOWAIT`` probe).
 
-    Linux answers EAGAIN instead of reading from the disk when it is not.
-    Where the probe is unsupported, the answer is "cached" (plain reads).
+    Linux answers EAGAIN instead of reading from the disk when the page is
+    not cached - but it starts readahead around the probed page all the same,
+    so a page once probed is cached afterwards. Probing a fixed page (the
+    first) made every later read of a cold blob look cached and take the
+    buffered path (1 GiB over ``/v1/blobs``: 2.0-2.9 s against 1.0-1.3 s for
+    the first read); a random page of a large range was almost never probed
+    before. Where the probe is unsupported, the answer is "cached" (plain reads).
     """
     flags = getattr(os, "RWF_NOWAIT", 0)
     if not flags:
         return True
+    offset = random.randrange(start, end)  # noqa: S311 - a sample, not a secret
     try:
         os.preadv(f.fileno(), [bytearray(1)], offset, flags)
     except BlockingIOError:
@@ -346,7 +353,9 @@ class LocalBackend(AsyncCloseable):
             return ObjectStream(info=info, range=resolved, chunks=_single(small))
 
         reader: DirectReader | None = None
-        if resolved.length >= DIRECT_READ_MIN_BYTES and not _cached(f, resolved.start):
+        if resolved.length >= DIRECT_READ_MIN_BYTES and not _cached(
+            f, resolved.start, resolved.end
+        ):
             # A large cold read goes around the page cache (staged_file.DirectReader
             # says why); a cached one stays buffered, where it runs at memory speed.
             try:

@@ -62,7 +62,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 @router.get("/handoff", summary="The same-host handoff socket (to peers on this machine)")
 async def handoff_socket(request: Request, services: ServicesDep, _actor: ActorRead) -> Response:
-    """200 ``{"socket": path}`` to a peer on loopback while the socket listens; 404 otherwise.
+    """200 ``{"socket", "server"}`` to a peer on loopback while the socket listens; 404 otherwise.
 
     A client on this machine hands files over this socket instead of sending
     their bytes (``api/handoff.py``, docs/design/0002).
@@ -70,7 +70,11 @@ async def handoff_socket(request: Request, services: ServicesDep, _actor: ActorR
     path = _handoff_path(request, services)
     if path is None:
         raise NotFoundError("no same-host handoff for this client")
-    return JSONResponse({"socket": path}, headers={"Cache-Control": "no-store"})
+    assert services.handoff is not None  # a path means a listener
+    return JSONResponse(
+        {"socket": path, "server": services.handoff.server_id},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.post("", status_code=201, summary="Open an upload session (or learn the blob exists)")
