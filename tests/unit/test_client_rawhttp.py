@@ -64,7 +64,7 @@ class _State:
     resumed: threading.Event = field(default_factory=threading.Event)
     """Set by ``/hold`` when it reads on (released, or tired of waiting)."""
     finished: threading.Event = field(default_factory=threading.Event)
-    """Set when a connection's handler ends."""
+    """Set when a connection's handler has ended and its socket is closed."""
     blob: bytes = b""
     """What the GET routes serve."""
 
@@ -102,7 +102,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def finish(self) -> None:
         with contextlib.suppress(OSError):
             super().finish()
-        self.state.finished.set()
 
     def do_PATCH(self) -> None:
         self._handle()
@@ -227,6 +226,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    state: _State
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        # Only now is the connection closed: a client checking its pooled
+        # socket after ``finished`` sees the close.
+        self.state.finished.set()
 
 
 class _V6Server(_Server):
@@ -256,6 +262,7 @@ def _serve(
     state = _State()
     handler = type("Handler", (_Handler,), {"state": state})
     server = (_V6Server if ":" in host else _Server)((host, 0), handler)
+    server.state = state
     if tls is not None:
         server.socket = tls[0].wrap_socket(server.socket, server_side=True)
     port = server.server_address[1]
