@@ -1,30 +1,18 @@
 """``VerifiedFile``: a download's temporary file, hashed (sha256 and blake3) as it is filled.
 
-Why: a download must run at the disk's pace while both digests see every
-byte, and a file whose bytes do not match must never appear under its real
-name. The bytes land in a few page-aligned buffers owned here (filled by
-``os.preadv`` from a file descriptor, by a socket's ``recv_into``, or by
-copying in ``write``); each full buffer goes to three lanes at once - sha256,
-blake3 and the file write, one thread each, in order - while the caller fills
-the next buffer. Both hash functions and the write release the GIL on large
-buffers, so the pace is the slowest of reading, sha256, blake3 and writing,
-not their sum, with ``BUFFERS`` x ``BUFFER_BYTES`` of memory.
+A download must run at the disk's pace while both digests see every byte,
+and a file whose bytes do not match must never appear under its real name.
+The bytes land in a few page-aligned buffers owned here (filled by
+``os.preadv`` from a descriptor, a socket's ``recv_into``, or ``write``);
+each full buffer goes to three lanes at once (sha256, blake3, the write;
+one thread each, in order) while the caller fills the next, so the pace is
+the slowest of them, not their sum. Writes go around the page cache
+(``O_DIRECT``) where allowed: 1 GiB plus fsync took 0.39-0.44 s here,
+buffered 0.44-3.5 s (docs/PERFORMANCE.md). No ``copy_file_range``: the
+hashes must read the bytes anyway.
 
-Writes go around the page cache (``O_DIRECT``) where the filesystem allows
-it: every buffer but the last is full, so each write is block-aligned; the
-last partial block goes through the page cache at ``commit``. On this VM a
-1 GiB direct write plus fsync ran at 0.39-0.44 s, steadily, while buffered
-writes plus one fsync ranged 0.44-3.5 s (``docs/PERFORMANCE.md``,
-``bench/bench_download.py``). ``os.copy_file_range`` is not used: the hashes
-must see the bytes, so they are read into memory anyway, and writing them from
-there costs less than copying the source a second time in the kernel.
-
-``commit`` checks the size and both digests, then fsyncs, renames the file
-into place and fsyncs the directory; any mismatch removes the temporary file.
-The file gets the mode a plain ``open()`` would give it under the umask.
-
-It does not: talk HTTP (``client/rawhttp.py`` feeds ``receive``), retry, or
-choose where a download goes (the caller validates the target path).
+``commit`` checks size and both digests, then fsyncs, renames into place
+and fsyncs the directory; a mismatch removes the temporary file.
 """
 
 from __future__ import annotations
@@ -48,7 +36,6 @@ from artifactstore.staged_file import ALIGN, fsync_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
 __all__ = ["BUFFERS", "BUFFER_BYTES", "BodyEndedError", "VerifiedFile"]
 
@@ -131,8 +118,6 @@ class VerifiedFile:
         self._lanes: list[ThreadPoolExecutor] = []
         self._reset()
 
-    # --- state ---------------------------------------------------------------------
-
     def _reset(self) -> None:
         self._sha256 = hashlib.sha256()
         self._blake3 = blake3_module.blake3()
@@ -163,8 +148,6 @@ class VerifiedFile:
     def _check_open(self) -> None:
         if self._done:
             raise RuntimeError(f"{self.name}: the file was already committed or discarded")
-
-    # --- lanes -----------------------------------------------------------------------
 
     def _lane(self, index: int) -> ThreadPoolExecutor:
         while len(self._lanes) <= index:
@@ -245,8 +228,6 @@ class VerifiedFile:
             actual=self.written + extra,
         )
 
-    # --- feeding -----------------------------------------------------------------------
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Add ``data`` (copied into the buffers).
 
@@ -265,10 +246,7 @@ class VerifiedFile:
             src = src[take:]
 
     def copy_from_fd(self, fd: int, on_progress: Callable[[int], None] | None = None) -> None:
-        """Read the whole file behind ``fd`` from offset 0 (``os.preadv``, ``fd`` is not moved).
-
-        ``on_progress(n)`` is called on this thread after each buffer read.
-        The sink must be empty (``written == 0``).
+        """Read the whole file behind ``fd`` from offset 0 (``os.preadv``); the sink must be empty.
 
         Raises:
             SizeMismatchError: the file is longer than ``size`` (a shorter one
@@ -300,11 +278,9 @@ class VerifiedFile:
     ) -> None:
         """Take exactly ``length`` bytes from ``readinto`` (a socket's ``recv_into``).
 
-        ``readinto(view)`` fills the start of ``view`` (one of this file's
-        buffers) and returns the count; 0 means the source ended.
-        ``on_progress(n)`` is called on this thread after each buffer filled
-        (and for the bytes kept when the source fails). Bytes received before
-        a failure are kept, so ``written`` is where a retry resumes.
+        ``readinto(view)`` fills the start of one of this file's buffers and
+        returns the count (0: the source ended). Bytes received before a
+        failure are kept: ``written`` is where a retry resumes.
 
         Raises:
             BodyEndedError: ``readinto`` returned 0 before ``length`` bytes.
@@ -341,8 +317,6 @@ class VerifiedFile:
         self._wait_all()
         os.ftruncate(self._fd, 0)
         self._reset()
-
-    # --- ending -------------------------------------------------------------------------
 
     def _check(self) -> None:
         got = (
@@ -420,10 +394,5 @@ class VerifiedFile:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.discard()
