@@ -24,6 +24,7 @@ import contextlib
 import errno
 import mmap
 import os
+import random
 import threading
 from typing import TYPE_CHECKING, Self
 
@@ -42,6 +43,7 @@ __all__ = [
     "StagedFile",
     "fsync_dir",
     "give_back",
+    "page_cached",
     "take_buffer",
 ]
 
@@ -360,3 +362,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def page_cached(fd: int, start: int, end: int) -> bool:
+    """Whether ``[start, end)`` looks cached: a page at random in it is (``RWF_NOWAIT`` probe).
+
+    Linux answers EAGAIN instead of reading from the disk when the page is
+    not cached - but it starts readahead around the probed page all the same,
+    so a page once probed is cached afterwards. Probing a fixed page (the
+    first) made every later read of a cold blob look cached and take the
+    buffered path (1 GiB over ``/v1/blobs``: 2.0-2.9 s against 1.0-1.3 s for
+    the first read); a random page of a large range was almost never probed
+    before. Where the probe is unsupported, the answer is "cached" (plain reads).
+    """
+    flags = getattr(os, "RWF_NOWAIT", 0)
+    if not flags:
+        return True
+    offset = random.randrange(start, end)  # noqa: S311 - a sample, not a secret
+    try:
+        os.preadv(fd, [bytearray(1)], offset, flags)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True

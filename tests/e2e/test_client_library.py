@@ -184,3 +184,24 @@ def test_the_docs_example_runs(server: Server, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "published app 42" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_cold_large_blob_is_copied_from_the_servers_file(
+    client: Client, server: Server, tmp_path: Path
+) -> None:
+    """Handed over and out of the page cache, it is read around the cache; bytes exact."""
+    payload = os.urandom(65 * 1024 * 1024 + 123)
+    (tmp_path / "cold.bin").write_bytes(payload)
+    client.upload("cold", "1", [tmp_path / "cold.bin"])
+    (stored,) = (server.data_dir / "blobs").rglob(hashlib.sha256(payload).hexdigest())
+    fd = os.open(stored, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    done = client.download("cold", "1", tmp_path / "out")
+    assert done.bytes == len(payload)
+    assert (tmp_path / "out" / "cold.bin").read_bytes() == payload
+    log = server.log_path.read_text(errors="replace")
+    assert re.search(r'"method":"HANDOFF","path":"/v1/blobs/sha256:', log), server.log_tail()

