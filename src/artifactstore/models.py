@@ -14,12 +14,14 @@ must not go on with half-read data.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from artifactstore import errors
-from artifactstore.digests import Algorithm, Digest
+from artifactstore.digests import Digest
 
 __all__ = [
     "BlobInfo",
@@ -31,31 +33,7 @@ __all__ = [
     "VersionInfo",
 ]
 
-
-T = TypeVar("T")
-
-
-def _time(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value))
-
-
-def _maybe_time(value: Any) -> datetime | None:
-    return None if value is None else _time(value)
-
-
-def _digest(value: Any, algorithm: Algorithm) -> Digest:
-    return Digest.parse(str(value), algorithm=algorithm)
-
-
-def _read(cls: type[T], data: Any, build: Any) -> T:
-    """Run ``build(data)``, turning any shape error into ``IntegrityError``."""
-    try:
-        result: T = build(data)
-    except (KeyError, TypeError, ValueError, errors.InvalidInputError) as exc:
-        raise errors.IntegrityError(
-            f"the server's answer is not a {cls.__name__}: {exc}", answer=str(data)[:200]
-        ) from exc
-    return result
+_DIGEST_ALGORITHMS = {"sha256": "sha256", "manifest_sha256": "sha256", "blake3": "blake3"}
 
 
 def _jsonable(value: Any) -> Any:
@@ -65,16 +43,69 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, _Record):
+        return value.to_json()
+    return value
+
+
+def _read(name: str, kind: Any, value: Any) -> Any:
+    """``value`` from the wire as the field ``name`` of type ``kind`` holds it."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType):  # X | None: the only unions here
+        return None if value is None else _read(name, args[0], value)
+    if kind is Digest:
+        return Digest.parse(str(value), algorithm=_DIGEST_ALGORITHMS[name])  # type: ignore[arg-type]
+    if kind is datetime:
+        return datetime.fromisoformat(str(value))
+    if typing.get_origin(kind) is tuple:
+        return tuple(args[0].from_json(item) for item in value)
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} is not an object")
+        return dict(value)
+    if kind in {str, int, bool} and not isinstance(value, kind):
+        raise TypeError(f"{name} is not a {kind.__name__}")
     return value
 
 
 class _Record:
+    """Shared by every answer: read from JSON, written to JSON, built from a registry record."""
+
+    _hints: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """Read the answer; ``IntegrityError`` when it does not have this shape.
+
+        Keys the record does not name are ignored (a newer server may add some).
+        """
+        hints = cls.__dict__.get("_hints") or typing.get_type_hints(cls)
+        cls._hints = hints
+        values = {}
+        try:
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                if f.name in data:
+                    values[f.name] = _read(f.name, hints[f.name], data[f.name])
+                elif f.default is dataclasses.MISSING:
+                    raise KeyError(f.name)
+            return cls(**values)
+        except (KeyError, TypeError, ValueError, errors.InvalidInputError) as exc:
+            raise errors.IntegrityError(
+                f"the server's answer is not a {cls.__name__}: {exc!r}", answer=str(data)[:200]
+            ) from exc
+
+    @classmethod
+    def of(cls, record: object, **given: Any) -> Self:
+        """The answer for a registry record with the same field names (``given`` overrides)."""
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        return cls(**{n: given[n] if n in given else getattr(record, n) for n in names})
+
     def to_json(self) -> dict[str, Any]:
         """The record as the API sends it."""
-        result: dict[str, Any] = _jsonable(self)
-        return result
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,21 +118,6 @@ class LocationInfo(_Record):
     updated_at: datetime
     verified_at: datetime | None
 
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read one location of a blob answer."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                str(d["backend"]),
-                str(d["state"]),
-                None if d.get("detail") is None else str(d["detail"]),
-                _time(d["updated_at"]),
-                _maybe_time(d.get("verified_at")),
-            ),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo(_Record):
@@ -113,27 +129,11 @@ class BlobInfo(_Record):
     stored_at: datetime | None = None
     locations: tuple[LocationInfo, ...] = ()
 
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read a blob answer (``POST /v1/blobs``, a finalize, ``exists`` entries)."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                _digest(d["sha256"], "sha256"),
-                _digest(d["blake3"], "blake3"),
-                int(d["size"]),
-                _maybe_time(d.get("stored_at")),
-                tuple(LocationInfo.from_json(loc) for loc in d.get("locations", ())),
-            ),
-        )
-
     def to_json(self) -> dict[str, Any]:
         """Names and size always; the time and copies only when known."""
-        data = {"sha256": str(self.sha256), "blake3": str(self.blake3), "size": self.size}
-        if self.stored_at is not None:
-            data["stored_at"] = self.stored_at.isoformat()
-            data["locations"] = [loc.to_json() for loc in self.locations]
+        data = _Record.to_json(self)
+        if self.stored_at is None:
+            del data["stored_at"], data["locations"]
         return data
 
 
@@ -145,13 +145,6 @@ class UploadSessionInfo(_Record):
     offset: int
     expires_at: datetime
 
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read ``POST /v1/uploads`` (201) or ``GET /v1/uploads/{id}``."""
-        return _read(
-            cls, data, lambda d: cls(str(d["id"]), int(d["offset"]), _time(d["expires_at"]))
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class PackageInfo(_Record):
@@ -161,20 +154,6 @@ class PackageInfo(_Record):
     created_at: datetime
     updated_at: datetime
     version_count: int
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read one package of ``GET /v1/packages``."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                str(d["name"]),
-                _time(d["created_at"]),
-                _time(d["updated_at"]),
-                int(d["version_count"]),
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,28 +173,6 @@ class VersionInfo(_Record):
     yanked_at: datetime | None
     yank_reason: str | None
 
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read a version summary (extra keys such as ``manifest`` are ignored)."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                str(d["package"]),
-                str(d["version"]),
-                _digest(d["manifest_sha256"], "sha256"),
-                _time(d["published_at"]),
-                str(d["actor"]),
-                d.get("producer"),
-                d.get("retention_class"),
-                int(d["file_count"]),
-                int(d["total_size"]),
-                bool(d["yanked"]),
-                _maybe_time(d.get("yanked_at")),
-                d.get("yank_reason"),
-            ),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class PublishInfo(_Record):
@@ -225,20 +182,6 @@ class PublishInfo(_Record):
     version: str
     manifest_sha256: Digest
     created: bool
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read ``PUT /v1/packages/{name}/versions/{version}``."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                str(d["package"]),
-                str(d["version"]),
-                _digest(d["manifest_sha256"], "sha256"),
-                bool(d["created"]),
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,21 +196,3 @@ class EventInfo(_Record):
     prev_hash: str
     hash: str
     payload: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Read one event of ``GET /v1/events`` or the event stream."""
-        return _read(
-            cls,
-            data,
-            lambda d: cls(
-                int(d["seq"]),
-                str(d["id"]),
-                str(d["type"]),
-                _time(d["occurred_at"]),
-                str(d["actor"]),
-                str(d["prev_hash"]),
-                str(d["hash"]),
-                dict(d["payload"]),
-            ),
-        )

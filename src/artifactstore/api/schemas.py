@@ -105,22 +105,7 @@ class YankRequest(BaseModel):
 
 def blob_json(blob: BlobRecord) -> dict[str, Any]:
     """A blob and its copies."""
-    return BlobInfo(
-        sha256=blob.sha256,
-        blake3=blob.blake3,
-        size=blob.size,
-        stored_at=blob.stored_at,
-        locations=tuple(
-            LocationInfo(
-                backend=loc.backend,
-                state=loc.state,
-                detail=loc.detail,
-                updated_at=loc.updated_at,
-                verified_at=loc.verified_at,
-            )
-            for loc in blob.locations
-        ),
-    ).to_json()
+    return BlobInfo.of(blob, locations=tuple(LocationInfo.of(c) for c in blob.locations)).to_json()
 
 
 def digests_json(digests: BlobDigests) -> dict[str, Any]:
@@ -130,37 +115,17 @@ def digests_json(digests: BlobDigests) -> dict[str, Any]:
 
 def session_json(session: UploadSession) -> dict[str, Any]:
     """An upload session's public state."""
-    return UploadSessionInfo(
-        id=str(session.id), offset=session.offset, expires_at=session.expires_at
-    ).to_json()
+    return UploadSessionInfo.of(session, id=str(session.id)).to_json()
 
 
 def package_json(package: PackageRecord) -> dict[str, Any]:
     """A package summary."""
-    return PackageInfo(
-        name=package.name,
-        created_at=package.created_at,
-        updated_at=package.updated_at,
-        version_count=package.version_count,
-    ).to_json()
+    return PackageInfo.of(package).to_json()
 
 
 def version_json(version: VersionRecord) -> dict[str, Any]:
     """A version summary (the manifest is added by the handler that has it)."""
-    return VersionInfo(
-        package=version.package,
-        version=version.version,
-        manifest_sha256=version.manifest_sha256,
-        published_at=version.published_at,
-        actor=version.actor,
-        producer=version.producer,
-        retention_class=version.retention_class,
-        file_count=version.file_count,
-        total_size=version.total_size,
-        yanked=version.yanked,
-        yanked_at=version.yanked_at,
-        yank_reason=version.yank_reason,
-    ).to_json()
+    return VersionInfo.of(version).to_json()
 
 
 _DIGEST_FIELDS = {"sha256": "sha256", "blake3": "blake3", "manifest_sha256": "sha256"}
@@ -178,12 +143,9 @@ def event_json(event: Event) -> dict[str, Any]:
         if f.name in _DIGEST_FIELDS and isinstance(value, bytes):
             value = f"{_DIGEST_FIELDS[f.name]}:{value.hex()}"
         payload[f.name] = value
-    return EventInfo(
-        seq=event.seq,
+    return EventInfo.of(
+        event,
         id=str(event.id),
-        type=event.type,
-        occurred_at=event.occurred_at,
-        actor=event.actor,
         prev_hash=event.prev_hash.hex(),
         hash=event.hash.hex(),
         payload=payload,
