@@ -201,11 +201,12 @@ class AsyncClient:
             page = await self.transport.json(
                 "GET", "/v1/events", params={"after": position, "limit": PAGE}
             )
-            for item in page["items"]:
+            items = _items(page, "items")
+            for item in items:
                 event = EventInfo.from_json(item)
                 position = event.seq
                 yield event
-            if len(page["items"]) < PAGE:
+            if len(items) < PAGE:
                 break
         if not follow:
             return
@@ -251,7 +252,15 @@ class AsyncClient:
         while True:
             params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
             page = await self.transport.json("GET", path, params=params)
-            items.extend(page[key])
+            items.extend(_items(page, key))
             cursor = page.get("next_cursor")
             if not cursor:
                 return items
+
+
+def _items(page: Any, key: str) -> list[Any]:
+    """The list under ``key`` of a paged answer; ``IntegrityError`` for another shape."""
+    items = page.get(key) if isinstance(page, dict) else None
+    if not isinstance(items, list):
+        raise errors.IntegrityError(f"the server's answer has no {key!r} list")
+    return items

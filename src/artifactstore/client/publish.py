@@ -225,7 +225,8 @@ async def upload_version(
         chunk_size=options.chunk_size,
         handoff=handoff,
     )
-    await uploader.learn_held(distinct)
+    if published is None:
+        await uploader.learn_held(distinct)
     uploader.meter.total = sum(b.size for b in distinct if b.info is None)
     await send_all(uploader, distinct, options.concurrency)
     body, digest = _manifest(package, version, files, blobs, annotations)
