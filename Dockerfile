@@ -13,7 +13,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 COPY alembic ./alembic
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra server
 
 USER artifactstore
 EXPOSE 8080 9000
