@@ -375,3 +375,12 @@ async def test_bad_input_is_a_4xx_never_a_500(
     r = await api.request(method, url, content=body, headers={"Content-Type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
     assert "code" in r.json()["error"]
+
+
+@pytest.mark.parametrize("value", ["²", "1" * 30, "9223372036854775808", "-1", "12a", "1" * 5000])
+async def test_a_bad_last_event_id_is_a_400_before_the_stream(
+    api: httpx.AsyncClient, value: str
+) -> None:
+    response = await api.get("/v1/events/stream", headers={"Last-Event-ID": value.encode()})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_input"

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from artifactstore.api.schemas import event_json
 from artifactstore.api.services import ActorRead, ServicesDep
+from artifactstore.errors import InvalidInputError
 from artifactstore.events import read_events
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
+_SEQ_DIGITS = len(str(MAX_SEQ))
 After = Annotated[int, Query(ge=0, le=MAX_SEQ)]
 KEEPALIVE_SECONDS = 15.0
 STREAM_BATCH = 500
@@ -57,6 +59,23 @@ async def _follow(request: Request, services: Services, after: int) -> AsyncIter
             await services.notifier.wait_beyond(position, KEEPALIVE_SECONDS)
 
 
+def _last_event_id(value: str | None) -> int | None:
+    """The seq a reconnecting SSE client names; None when absent or empty.
+
+    Raises:
+        InvalidInputError: not ASCII digits of a seq in ``[0, 2**63)`` (a 400,
+            before the stream starts: ``int('²')`` and bigint overflows were 500s).
+    """
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > _SEQ_DIGITS or int(value) > MAX_SEQ:
+        raise InvalidInputError(
+            "Last-Event-ID must be the seq of an event (ASCII digits, at most 2**63 - 1)",
+            value=value[:32],
+        )
+    return int(value)
+
+
 @router.get("/stream", summary="Follow new events (text/event-stream)")
 async def stream_events(
     request: Request, services: ServicesDep, _actor: ActorRead, after: After | None = None
@@ -64,9 +83,7 @@ async def stream_events(
     """Events after ``after`` (or ``Last-Event-ID``, or the current head) as they are appended."""
     start = after
     if start is None:
-        last_id = request.headers.get("last-event-id", "")
-        if last_id.isdigit():
-            start = int(last_id)
+        start = _last_event_id(request.headers.get("last-event-id"))
     if start is None:
         async with services.registry.engine.connect() as conn:
             from artifactstore.events import last_seq  # noqa: PLC0415
