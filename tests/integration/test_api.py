@@ -384,3 +384,24 @@ async def test_a_bad_last_event_id_is_a_400_before_the_stream(
     response = await api.get("/v1/events/stream", headers={"Last-Event-ID": value.encode()})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+async def test_deeply_nested_json_is_a_400(api: httpx.AsyncClient, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    manifest = (
+        '{"schema": 1, "package": "deep", "version": "1", "files": [],'
+        f' "annotations": {{"a": {nested}}}}}'
+    )
+    published = await api.put(
+        "/v1/packages/deep/versions/1",
+        content=manifest,
+        headers={"Content-Type": "application/json"},
+    )
+    assert published.status_code == 400, published.text
+    assert "nested too deeply" in published.json()["error"]["message"]
+    created = await api.post(
+        "/v1/uploads", content=f'{{"size": {nested}}}', headers={"Content-Type": "application/json"}
+    )
+    assert created.status_code == 400, created.text
+    assert created.json()["error"]["code"] in {"invalid_request", "invalid_input"}

@@ -356,3 +356,14 @@ async def test_store_and_open_refuse_a_request_for_another_server(
             await other.open_blob(hashlib.sha256(b"x" * 1000).hexdigest())
     stored = await client.store(src, 1000)
     assert stored["created"] is True  # nothing was stored by the refused requests
+
+
+async def test_a_deeply_nested_message_is_answered_400(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """JSON nested past the parser's recursion gets an answer, not a dropped connection."""
+    assert api is not None
+    message = ("[" * 2000 + "]" * 2000).encode()
+    path = str(settings.data_dir / HANDOFF_SOCKET)
+    answer = await asyncio.to_thread(raw_request, path, message, [])
+    assert answer["status"] == 400, answer

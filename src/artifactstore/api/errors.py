@@ -106,9 +106,17 @@ async def _database_data_error(_request: Request, exc: Exception) -> JSONRespons
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+async def _too_deep(_request: Request, exc: Exception) -> JSONResponse:
+    """A JSON body nested deeper than the parser's recursion allows: bad input, not a 500."""
+    assert isinstance(exc, RecursionError)
+    return error_response(400, "invalid_request", "the JSON body is nested too deeply")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -117,3 +125,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_data_error)
+    app.add_exception_handler(RecursionError, _too_deep)

@@ -95,7 +95,7 @@ async def run(
     """
     try:
         fields = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise e.InvalidInputError(_SHAPE) from None
     if not isinstance(fields, dict):
         raise e.InvalidInputError(_SHAPE)

@@ -68,7 +68,11 @@ def _last_event_id(value: str | None) -> int | None:
     """
     if not value:
         return None
-    if not (value.isascii() and value.isdigit()) or len(value) > _SEQ_DIGITS or int(value) > MAX_SEQ:
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > _SEQ_DIGITS
+        or int(value) > MAX_SEQ
+    ):
         raise InvalidInputError(
             "Last-Event-ID must be the seq of an event (ASCII digits, at most 2**63 - 1)",
             value=value[:32],

@@ -53,6 +53,8 @@ async def publish(
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ManifestError("body is JSON nested too deeply") from None
         parsed = manifest = manifest_from_json(document)
     else:
         raise InvalidInputError(f"Content-Type must be {CBOR} or application/json")
