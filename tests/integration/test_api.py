@@ -381,7 +381,7 @@ async def test_bad_input_is_a_4xx_never_a_500(
 async def test_a_bad_last_event_id_is_a_400_before_the_stream(
     api: httpx.AsyncClient, value: str
 ) -> None:
-    response = await api.get("/v1/events/stream", headers={"Last-Event-ID": value.encode()})
+    response = await api.get("/v1/events/stream", headers={b"Last-Event-ID": value.encode()})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_input"
 
