@@ -168,7 +168,13 @@ class UploadSession:
 
     async def sync(self) -> int:
         """Take the server's offset (``HEAD``); returns it."""
-        response = await self.transport.request("HEAD", f"/v1/uploads/{self.id}")
+        try:
+            response = await self.transport.request("HEAD", f"/v1/uploads/{self.id}")
+        except errors.NotFoundError as exc:
+            # A HEAD answer has no body to name the code: a 404 here is the session.
+            raise errors.UploadNotFoundError(
+                f"upload session {self.id} is gone (expired, aborted or finished)", **exc.detail
+            ) from exc
         self._offset = int(response.headers.get(OFFSET_HEADER, "0"))
         return self._offset
 
