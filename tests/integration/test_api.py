@@ -405,3 +405,25 @@ async def test_deeply_nested_json_is_a_400(api: httpx.AsyncClient, depth: int) -
     )
     assert created.status_code == 400, created.text
     assert created.json()["error"]["code"] in {"invalid_request", "invalid_input"}
+
+
+@pytest.mark.parametrize("offset", ["+0", "0x0", "1_0", "-1", "1e3", "99999999999999999999"])
+async def test_upload_offset_is_digits_only(api: httpx.AsyncClient, offset: str) -> None:
+    location = (await api.post("/v1/uploads", json={})).headers["location"]
+    patched = await api.patch(location, content=b"x", headers={"Upload-Offset": offset})
+    assert patched.status_code == 400, patched.text
+    assert (await api.head(location)).headers["upload-offset"] == "0"
+
+
+async def test_a_json_manifest_with_a_key_twice_is_refused(api: httpx.AsyncClient) -> None:
+    manifest = (
+        '{"schema": 1, "package": "dup", "version": "1", "files": [],'
+        ' "annotations": {"a": "1", "a": "2"}}'
+    )
+    published = await api.put(
+        "/v1/packages/dup/versions/1",
+        content=manifest,
+        headers={"Content-Type": "application/json"},
+    )
+    assert published.status_code == 400, published.text
+    assert "twice" in published.json()["error"]["message"]

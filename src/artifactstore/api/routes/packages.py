@@ -25,6 +25,16 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (the CBOR path refuses duplicates too)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ManifestError(f"the JSON manifest names key {key[:64]!r} twice")
+        seen.add(key)
+    return dict(pairs)
+
+
 @router.put(
     "/{name}/versions/{version}",
     status_code=201,
@@ -50,7 +60,7 @@ async def publish(
         parsed = decode_manifest(body)
     elif content_type in {"application/json", ""}:
         try:
-            document = json.loads(body)
+            document = json.loads(body, object_pairs_hook=_unique_keys)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"body is not valid JSON: {exc}") from exc
         except RecursionError:

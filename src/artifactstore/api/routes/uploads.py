@@ -29,8 +29,20 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint and off_t
-OffsetHeader = Annotated[int | None, Header(alias=OFFSET_HEADER, ge=0, le=MAX_OFFSET)]
+OffsetHeader = Annotated[
+    str | None, Header(alias=OFFSET_HEADER, pattern=r"^[0-9]{1,19}$")
+]  # digits only (RFC 9110 non-negative integer): "+0", " 1" and "1_0" are 400s
 LengthHeader = Annotated[int | None, Header(alias="Content-Length", ge=0)]
+
+
+def _offset(header: str | None) -> int | None:
+    """The ``Upload-Offset`` header's value (the pattern already checked its digits)."""
+    if header is None:
+        return None
+    value = int(header)
+    if value > MAX_OFFSET:
+        raise InvalidInputError("Upload-Offset is beyond 2**63 - 1", value=header)
+    return value
 
 
 def _session_id(value: str) -> uuid.UUID:
@@ -110,13 +122,14 @@ async def append_chunk(
     content_length: LengthHeader = None,
 ) -> Response:
     """Append the body at ``Upload-Offset``; 204 with the new offset once durable."""
-    if upload_offset is None:
+    offset = _offset(upload_offset)
+    if offset is None:
         raise InvalidInputError("the Upload-Offset header is required")
     session_id = _session_id(upload_id)
     new_offset = await services.uploads.append(
-        session_id, upload_offset, _body(request), content_length=content_length
+        session_id, offset, _body(request), content_length=content_length
     )
-    services.metrics.appended_at(upload_offset)
+    services.metrics.appended_at(offset)
     return Response(status_code=204, headers={OFFSET_HEADER: str(new_offset)})
 
 
@@ -166,7 +179,7 @@ async def finalize_upload(
         sha256=parse_digest(sha256, "sha256"),
         blake3=parse_digest(blake3, "blake3"),
         last_chunk=_body(request) if has_body else None,
-        offset=upload_offset,
+        offset=_offset(upload_offset),
         actor=actor,
     )
     return JSONResponse(
