@@ -79,6 +79,10 @@ def test_upload_read_download_and_events(client: Client, tmp_path: Path, handoff
     big = (src / "lib" / "big.bin").read_bytes()
     with client.open("app", "1.0", "build/lib/big.bin") as stream:
         assert b"".join(stream) == big
+    with client.open("app", "1.0", "build/lib/big.bin") as stream:
+        assert stream.read(5) == big[:5]
+        assert stream.read() == big[5:]
+        assert stream.read() == b""
 
     out = tmp_path / "out"
     done = client.download("app", "1.0", out, handoff=handoff)

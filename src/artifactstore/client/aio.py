@@ -11,10 +11,15 @@ from urllib.parse import quote
 from artifactstore import errors
 from artifactstore.client.download import DownloadResult, download_version, fetch_manifest
 from artifactstore.client.endpoint import resolve_endpoint
-from artifactstore.client.publish import UploadOptions, UploadResult, upload_version, version_path
+from artifactstore.client.publish import UploadOptions, UploadResult, upload_version
 from artifactstore.client.reader import AsyncFileReader
 from artifactstore.client.sessions import SessionCache
-from artifactstore.client.transport import RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Transport
+from artifactstore.client.transport import (
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    Transport,
+    version_path,
+)
 from artifactstore.client.transport import is_retryable as _retryable
 from artifactstore.models import EventInfo, PackageInfo, VersionInfo
 

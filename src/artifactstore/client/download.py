@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from artifactstore import errors
 from artifactstore.client.blobs import first_error
-from artifactstore.client.handoff import HandoffClient, HandoffUnavailableError
+from artifactstore.client.handoff import HandoffClient, HandoffUnavailableError, handoff_for
 from artifactstore.client.progress import Meter
-from artifactstore.client.publish import handoff_for, version_path
 from artifactstore.client.sink import VerifiedFile
+from artifactstore.client.transport import version_path
 from artifactstore.digests import Digest
 from artifactstore.manifest import Manifest, ManifestFile, decode_manifest
 from artifactstore.models import VersionInfo

@@ -22,18 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING, Any
 
 from artifactstore import errors
 from artifactstore.client.errors import ServerUnreachableError
+from artifactstore.config import is_loopback
 from artifactstore.protocol import error_from_body
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["HandoffClient", "HandoffUnavailableError"]
+    from artifactstore.client.transport import Transport
+
+__all__ = ["HandoffClient", "HandoffUnavailableError", "handoff_for"]
+
+log = logging.getLogger("artifactstore.client")
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 ANSWER_TIMEOUT_SECONDS = 60.0
@@ -186,3 +192,20 @@ def _answer_timeout(length: int) -> float:
 
 def _invalid() -> errors.ArtifactStoreError:
     return errors.ArtifactStoreError("the server sent an invalid handoff answer")
+
+
+async def handoff_for(transport: Transport) -> HandoffClient | None:
+    """The server's same-host socket, when it offers one to this client."""
+    if not transport.direct or not is_loopback(transport.endpoint.host):
+        return None
+    try:
+        answer = await transport.json("GET", "/v1/uploads/handoff")
+    except errors.ArtifactStoreError as exc:
+        log.debug("no same-host handoff: %s", exc.message)
+        return None
+    if not isinstance(answer, dict):
+        return None
+    path, server = answer.get("socket"), answer.get("server")
+    if not isinstance(path, str) or not isinstance(server, str):
+        return None
+    return HandoffClient(path, server)

@@ -21,15 +21,14 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from artifactstore import errors
 from artifactstore.client.blobs import SMALL_FILE_BYTES, Blob, BlobUploader, send_all
 from artifactstore.client.files import blake3_file, collect_files, media_type_for
-from artifactstore.client.handoff import HandoffClient
+from artifactstore.client.handoff import handoff_for
 from artifactstore.client.progress import Meter
 from artifactstore.client.sessions import HandoffSender, HttpSender, SessionCache
-from artifactstore.config import is_loopback
+from artifactstore.client.transport import version_path
 from artifactstore.digests import Digest
 from artifactstore.manifest import (
     Manifest,
@@ -50,16 +49,11 @@ if TYPE_CHECKING:
     from artifactstore.client.sessions import BodySender
     from artifactstore.client.transport import Transport
 
-__all__ = ["UploadOptions", "UploadResult", "handoff_for", "upload_version", "version_path"]
+__all__ = ["UploadOptions", "UploadResult", "upload_version"]
 
 log = logging.getLogger("artifactstore.client")
 
 CBOR = "application/cbor"
-
-
-def version_path(package: str, version: str) -> str:
-    """The REST path of one version."""
-    return f"/v1/packages/{quote(package, safe='')}/versions/{quote(version, safe='')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,23 +102,6 @@ def _conflict(package: str, version: str, **detail: Any) -> errors.VersionConfli
         " a published version never changes: publish a new version",
         **detail,
     )
-
-
-async def handoff_for(transport: Transport) -> HandoffClient | None:
-    """The server's same-host socket, when it offers one to this client."""
-    if not transport.direct or not is_loopback(transport.endpoint.host):
-        return None
-    try:
-        answer = await transport.json("GET", "/v1/uploads/handoff")
-    except errors.ArtifactStoreError as exc:
-        log.debug("no same-host handoff: %s", exc.message)
-        return None
-    if not isinstance(answer, dict):
-        return None
-    path, server = answer.get("socket"), answer.get("server")
-    if not isinstance(path, str) or not isinstance(server, str):
-        return None
-    return HandoffClient(path, server)
 
 
 async def _hash(files: Sequence[SourceFile], concurrency: int, meter: Meter) -> list[Digest]:

@@ -40,7 +40,7 @@ class AsyncFileReader:
         self.file = file
         self._opened = opened
         self._chunks: AsyncIterator[bytes] | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
         self._sha256 = hashlib.sha256()
         self._blake3 = blake3.blake3()
         self._seen = 0
@@ -116,11 +116,11 @@ class AsyncFileReader:
             chunk = await self._next_chunk()
             if not chunk:
                 break
-            self._buffer += chunk
+            self._buffer += chunk  # amortised: a bytearray grows in place
         if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            size = len(self._buffer)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
         return data
 
     async def aclose(self) -> None:

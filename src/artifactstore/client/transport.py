@@ -23,6 +23,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from artifactstore.client.endpoint import Endpoint
     from artifactstore.client.sink import VerifiedFile
 
-__all__ = ["Answer", "Transport", "is_retryable"]
+__all__ = ["Answer", "Transport", "is_retryable", "version_path"]
 
 log = logging.getLogger("artifactstore.client")
 
@@ -65,6 +66,11 @@ class Answer:
             return json.loads(self.body)
         except ValueError as exc:
             raise errors.IntegrityError("the server sent invalid JSON") from exc
+
+
+def version_path(package: str, version: str) -> str:
+    """The REST path of one version (names percent-encoded whole)."""
+    return f"/v1/packages/{quote(package, safe='')}/versions/{quote(version, safe='')}"
 
 
 def is_retryable(exc: BaseException) -> bool:
