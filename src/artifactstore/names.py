@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from typing import TypeGuard
 
 from artifactstore.errors import InvalidNameError
@@ -68,6 +69,14 @@ _VERSION_RULE = _NameRule(
 
 # C0 controls, DEL and C1 controls: invisible in listings, hostile in terminals.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# Characters that print as nothing, as a blank other than a space, or reorder
+# the text around them (U+202E shows "exe.txt" as "txt.exe"): a listing could
+# show one name for another. Categories: format (Cf: bidi controls, zero-width
+# joiners, soft hyphen, BOM), line/paragraph separators, spaces other than
+# U+0020, private use and unassigned code points.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Zs", "Co", "Cn"})
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u034f")  # Hangul fillers, CGJ
 _PRINTABLE_ASCII_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]+")  # without backslash (0x5c)
 
 
@@ -145,7 +154,11 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
     A valid path is non-empty text of at most ``MAX_PATH_BYTES`` UTF-8 bytes,
     ``/``-separated, with no leading or trailing ``/``, no empty, ``.`` or
     ``..`` segment, no segment over ``MAX_SEGMENT_BYTES``, no backslash, and
-    no NUL or other control character (C0, DEL, C1). Lone surrogates (text
+    no NUL or other control character (C0, DEL, C1), and no character that
+    displays as nothing or reorders text (bidi overrides such as U+202E,
+    zero-width characters, spaces other than U+0020, private-use and
+    unassigned code points), so a listing cannot show one name for
+    another. Lone surrogates (text
     that is not valid UTF-8) are refused. Joined under any directory it can
     never escape that directory.
 
@@ -172,6 +185,7 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
         raise _path_error(
             field, f"control character {control.group()!a} at index {control.start()}", path
         )
+    _check_visible(path, field)
     if "\\" in path:
         raise _path_error(field, "backslash not allowed; separate segments with '/'", path)
     if path.startswith("/"):
@@ -180,6 +194,17 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
         raise _path_error(field, "must name a file (no trailing '/')", path)
     _check_segments(path, field)
     return path
+
+
+def _check_visible(path: str, field: str) -> None:
+    for index, char in enumerate(path):
+        if char.isascii():
+            continue
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES or char in _INVISIBLE_LETTERS:
+            name = unicodedata.name(char, "unassigned")
+            raise _path_error(
+                field, f"invisible or reordering character {char!a} ({name}) at index {index}", path
+            )
 
 
 def _check_segments(path: str, field: str) -> None:

@@ -29,7 +29,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_zero_configuration_round_trip(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    """On the embedded default, upload then download reproduce a tree with no token handling."""
+    """On the embedded default, upload then download reproduce a tree with no token handling.
+
+    The data dir's blobs and staging directories are private (0700) to the server's user.
+    """
     server = start_server(embedded=True)
     token_file = server.data_dir / "admin-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -46,6 +49,11 @@ def test_zero_configuration_round_trip(start_server: Callable[..., Server], tmp_
     down = cli("download", "demo", "1.0.0", "--output", str(out), env=env)
     assert down.returncode == 0, down.stderr
     assert _tree(out / "somedir") == _tree(src)
+    private = [server.data_dir / "blobs", server.data_dir / "staging"]
+    private += [p for p in (server.data_dir / "blobs").rglob("*") if p.is_dir()]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in private} == {
+        p.name: "0o700" for p in private
+    }
     again = cli("upload", "demo", "1.0.0", str(src), env=env)
     assert again.returncode == 0, again.stderr
     assert server.stop() == 0

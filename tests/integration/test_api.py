@@ -306,7 +306,7 @@ async def test_reading_packages_versions_and_files(api: httpx.AsyncClient) -> No
 async def test_tokens_scopes_and_anonymous_reads(
     settings: Settings, registry: Registry, api: httpx.AsyncClient
 ) -> None:
-    """Writes need a write token, reads are anonymous on loopback only."""
+    """Writes need a write token; reads, metrics included, are anonymous on loopback only."""
     reader = await Tokens(registry.engine).create("reader", "read", actor="test")
     anonymous = dict(api.headers)
     anonymous.pop("authorization")
@@ -325,6 +325,10 @@ async def test_tokens_scopes_and_anonymous_reads(
         ok = await remote.get("/v1/packages", headers={"Authorization": f"Bearer {reader}"})
         assert ok.status_code == 200
         assert (await remote.get("/healthz")).status_code == 200
+        assert (await remote.get("/metrics")).status_code == 401
+        scraped = await remote.get("/metrics", headers={"Authorization": f"Bearer {reader}"})
+        assert scraped.status_code == 200
+        assert "artifactstore_http_requests_total" in scraped.text
 
 
 async def test_events_storage_health_and_metrics(api: httpx.AsyncClient) -> None:
@@ -427,3 +431,13 @@ async def test_a_json_manifest_with_a_key_twice_is_refused(api: httpx.AsyncClien
     )
     assert published.status_code == 400, published.text
     assert "twice" in published.json()["error"]["message"]
+
+
+async def test_a_path_with_a_bidi_override_is_refused(api: httpx.AsyncClient) -> None:
+    """A file path holding U+202E (RIGHT-TO-LEFT OVERRIDE) is refused with 400, naming it."""
+    manifest = _manifest_json("spoof", "1", {"invoice\u202efdp.exe": b"x"})
+    published = await api.put("/v1/packages/spoof/versions/1", json=manifest)
+    assert published.status_code == 400, published.text
+    error = published.json()["error"]
+    assert error["code"] == "invalid_manifest"
+    assert "RIGHT-TO-LEFT OVERRIDE" in error["message"]

@@ -142,6 +142,18 @@ def test_valid_paths_are_returned_unchanged(path: str) -> None:
         ("a\tb", "control character"),
         ("a\x7fb", "control character"),
         ("a\x85b", "control character"),
+        ("invoice\u202efdp.exe", "reordering character '\\\\u202e' \\(RIGHT-TO-LEFT OVERRIDE\\)"),
+        ("a\u2066b", "reordering"),
+        ("zero\u200bwidth", "ZERO WIDTH SPACE"),
+        ("join\u200d", "ZERO WIDTH JOINER"),
+        ("\ufeffbom", "invisible"),
+        ("soft\u00adhyphen", "SOFT HYPHEN"),
+        ("no\u00a0break", "NO-BREAK SPACE"),
+        ("ideographic\u3000space", "invisible"),
+        ("line\u2028sep", "invisible"),
+        ("private\ue000use", "invisible"),
+        ("hangul\u3164filler", "HANGUL FILLER"),
+        ("unassigned\U000e0fff", "unassigned"),
         ("", "empty"),
         ("a/", "trailing"),
         ("a\udc80b", "UTF-8"),
@@ -160,7 +172,10 @@ def test_unsafe_paths_are_refused_with_the_reason(path: str, words: str) -> None
 
 
 segment = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"),
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc", "Cf", "Zl", "Zp", "Co", "Cn"),
+        blacklist_characters="/\\\u115f\u1160\u3164\uffa0\u034f",
+    ).filter(lambda c: c == " " or not c.isspace()),
     min_size=1,
     max_size=12,
 ).filter(lambda s: s not in {".", ".."})

@@ -104,6 +104,10 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
         yield data
 
 
+PRIVATE_DIR_MODE = 0o700
+"""Blobs are readable through the registry only, never by other local users."""
+
+
 def _makedirs_durable(directory: Path, root: Path) -> None:
     """Create ``directory`` (under ``root``) and fsync each parent whose entries changed."""
     missing: list[Path] = []
@@ -113,7 +117,7 @@ def _makedirs_durable(directory: Path, root: Path) -> None:
         d = d.parent
     for new in reversed(missing):
         with contextlib.suppress(FileExistsError):
-            new.mkdir()
+            new.mkdir(mode=PRIVATE_DIR_MODE)
         fsync_dir(new.parent)
 
 
@@ -454,7 +458,7 @@ async def open_local(
     del database_url
     root = Path(settings.root)
     try:
-        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     except OSError as exc:
         raise BackendUnavailableError(
             f"local backend {settings.name!r}: cannot create root {root}: {exc}",

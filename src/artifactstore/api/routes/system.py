@@ -77,8 +77,12 @@ async def storage(services: ServicesDep, _actor: ActorRead) -> dict[str, Any]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(services: ServicesDep) -> Response:
-    """Counters from the middleware plus state gauges refreshed now."""
+async def metrics(services: ServicesDep, _actor: ActorRead) -> Response:
+    """Counters from the middleware plus state gauges refreshed now.
+
+    A read like any other: anonymous only where anonymous reads are allowed
+    (loopback), else a token with the read scope (a scraper's own token).
+    """
     m = services.metrics
     m.active_uploads.set(await services.uploads.count_active())
     async with services.registry.engine.connect() as conn:
