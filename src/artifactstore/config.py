@@ -99,7 +99,8 @@ class SecretRef:
         """Read the secret now.
 
         Raises:
-            ConfigError: the variable is unset or the file unreadable or empty.
+            ConfigError: the variable is unset, or the file unreadable, not
+                UTF-8 text or empty; the message names the config key.
         """
         scheme, _, target = self.ref.partition(":")
         if scheme == "env":
@@ -111,6 +112,11 @@ class SecretRef:
             value = Path(target).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{self.key}: cannot read secret file {target}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{self.key}: secret file {target} is not UTF-8 text"
+                f" (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            ) from exc
         if not value:
             raise ConfigError(f"{self.key}: secret file {target} is empty")
         return value

@@ -149,6 +149,23 @@ secret_key_ref = "file:{secret_file}"
     assert backend.access_key_ref.reveal() == "id"
 
 
+def test_a_secret_file_that_is_not_utf8_names_the_key(tmp_path: Path) -> None:
+    """A file: secret holding non-UTF-8 bytes fails as a ConfigError naming the key and file."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_bytes(b"caf\xe9\n")
+    path = _write(
+        tmp_path,
+        f"""
+[[gateway.credentials]]
+access_key_id = "reader"
+secret_access_key_ref = "file:{secret_file}"
+""",
+    )
+    credentials = load_settings(path, environ={}).gateway.credentials
+    with pytest.raises(ConfigError, match=r"secret_access_key_ref.*not UTF-8.*0xe9 at offset 3"):
+        credentials[0].secret_access_key.reveal()
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
