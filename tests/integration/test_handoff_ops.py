@@ -211,6 +211,30 @@ async def test_only_a_regular_file_can_be_stored(
     assert _staged(settings) == []
 
 
+@pytest.mark.parametrize("op", ["store", "append"])
+async def test_a_write_only_descriptor_gets_a_400_answer(
+    api: httpx.AsyncClient, settings: Settings, tmp_path: Path, op: str
+) -> None:
+    """A file handed open for writing only is answered 400 (not a silently closed socket)."""
+    named = (await api.get("/v1/uploads/handoff")).json()
+    session = (await api.post("/v1/uploads", json={})).json()["id"]
+    message = json.dumps(
+        {"op": op, "server": named["server"], "upload": session, "offset": 0, "length": 10}
+    ).encode()
+    target = tmp_path / "write-only"
+    target.write_bytes(b"0123456789")
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        path = str(settings.data_dir / HANDOFF_SOCKET)
+        answer = await asyncio.to_thread(raw_request, path, message, [fd])
+    finally:
+        os.close(fd)
+    assert answer["status"] == 400, answer
+    assert "writing only" in answer["error"]["message"]
+    assert [p.stat().st_size for p in settings.staging_dir.iterdir()] in ([], [0])
+    assert (await api.head(f"/v1/uploads/{session}")).headers["upload-offset"] == "0"
+
+
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [

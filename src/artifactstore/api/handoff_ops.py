@@ -27,6 +27,7 @@ crosses the socket, the peer's uid (``SO_PEERCRED``) is what is known of it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -108,11 +109,20 @@ async def run(
         raise e.InvalidInputError(f"unknown handoff op {str(op)[:40]!r}; {_SHAPE}")
     if len(fds) != 1:
         raise e.InvalidInputError("a handoff carries exactly one file descriptor")
+    _check_readable_file(fds[0])
     if op == "store":
         return await _store(fields, fds[0], uid, server_id, uploads, request)
     if fields.get("server") not in {None, server_id}:
         _another_server()
     return await _append(fields, fds[0], uploads, metrics, request)
+
+
+def _check_readable_file(fd: int) -> None:
+    """A regular file open for reading; else reading it would fail mid-operation (EBADF)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise e.InvalidInputError("only regular files can be handed over")
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        raise e.InvalidInputError("the handed descriptor is open for writing only; open it to read")
 
 
 def _another_server() -> None:
@@ -125,8 +135,6 @@ async def _append(
 ) -> Answer:
     session_id, offset, length = _parse_append(fields)
     request.path = f"/v1/uploads/{session_id}"
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise e.InvalidInputError("only regular files can be handed over")
     with os.fdopen(fd, "rb", buffering=0, closefd=False) as source:
         new_offset = await uploads.append(
             session_id,
