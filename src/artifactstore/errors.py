@@ -39,7 +39,12 @@ Families are grouped by what the caller does next::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import contextlib
+import errno
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "ArtifactStoreError",
@@ -53,6 +58,7 @@ __all__ = [
     "DigestMismatchError",
     "FileNotInVersionError",
     "ForbiddenError",
+    "InsufficientStorageError",
     "IntegrityError",
     "InvalidDigestError",
     "InvalidInputError",
@@ -74,6 +80,8 @@ __all__ = [
     "VersionConflictError",
     "VersionNotFoundError",
     "ViewsBusyError",
+    "disk_space_checked",
+    "is_disk_full",
 ]
 
 
@@ -248,6 +256,38 @@ class DatabaseUnavailableError(UnavailableError):
     """Raised when PostgreSQL cannot be reached or started."""
 
     code = "database_unavailable"
+
+
+class InsufficientStorageError(UnavailableError):
+    """Raised when a disk is full (staging, a local backend): nothing fits until space is freed.
+
+    Not worth a quick retry, unlike the rest of its family: the space comes
+    back when an operator (or garbage collection) frees it.
+    """
+
+    code = "insufficient_storage"
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """A full filesystem or an exhausted quota (not a fault that a retry soon would fix)."""
+    return exc.errno in {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def disk_space_checked(what: str) -> Iterator[None]:
+    """Turn a full disk or exhausted quota inside the block into ``InsufficientStorageError``.
+
+    Every other ``OSError`` passes through unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise InsufficientStorageError(
+            f"{what}: no space left on the device{where}", errno=exc.errno
+        ) from exc
 
 
 class ViewsBusyError(UnavailableError):

@@ -31,6 +31,7 @@ __all__ = [
     "validate_file_path",
     "validate_package_name",
     "validate_version",
+    "validate_visible_path",
 ]
 
 PACKAGE_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,127}"
@@ -74,9 +75,12 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # the text around them (U+202E shows "exe.txt" as "txt.exe"): a listing could
 # show one name for another. Categories: format (Cf: bidi controls, zero-width
 # joiners, soft hyphen, BOM), line/paragraph separators, spaces other than
-# U+0020, private use and unassigned code points.
-_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Zs", "Co", "Cn"})
+# U+0020 and private use. Not "unassigned": that depends on the Unicode
+# version of the Python that checks, and a new emoji is not a spoof.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Zs", "Co"})
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u034f")  # Hangul fillers, CGJ
+
+
 _PRINTABLE_ASCII_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]+")  # without backslash (0x5c)
 
 
@@ -154,11 +158,7 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
     A valid path is non-empty text of at most ``MAX_PATH_BYTES`` UTF-8 bytes,
     ``/``-separated, with no leading or trailing ``/``, no empty, ``.`` or
     ``..`` segment, no segment over ``MAX_SEGMENT_BYTES``, no backslash, and
-    no NUL or other control character (C0, DEL, C1), and no character that
-    displays as nothing or reorders text (bidi overrides such as U+202E,
-    zero-width characters, spaces other than U+0020, private-use and
-    unassigned code points), so a listing cannot show one name for
-    another. Lone surrogates (text
+    no NUL or other control character (C0, DEL, C1). Lone surrogates (text
     that is not valid UTF-8) are refused. Joined under any directory it can
     never escape that directory.
 
@@ -185,7 +185,6 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
         raise _path_error(
             field, f"control character {control.group()!a} at index {control.start()}", path
         )
-    _check_visible(path, field)
     if "\\" in path:
         raise _path_error(field, "backslash not allowed; separate segments with '/'", path)
     if path.startswith("/"):
@@ -196,15 +195,31 @@ def validate_file_path(path: object, *, field: str = "path") -> str:
     return path
 
 
-def _check_visible(path: str, field: str) -> None:
-    for index, char in enumerate(path):
-        if char.isascii():
+def validate_visible_path(path: object, *, field: str = "path") -> str:
+    """Return ``path`` if it is valid (``validate_file_path``) and shows as what it is.
+
+    The rule for names being published (and uploaded by the CLI): no
+    character that displays as nothing or reorders the text around it (bidi
+    controls such as U+202E, which shows "fdp.exe" as "exe.pdf"; zero-width
+    characters; spaces other than U+0020; private-use code points), so a
+    listing cannot show one name for another. Versions published before the
+    rule stay readable: reading checks ``validate_file_path`` only.
+
+    Raises:
+        InvalidNameError: the message names ``field``, the character and its index.
+    """
+    text = validate_file_path(path, field=field)
+    if text.isascii():
+        return text
+    for index, char in enumerate(text):
+        if char.isascii():  # controls were refused above; U+0020 is the one space allowed
             continue
         if unicodedata.category(char) in _INVISIBLE_CATEGORIES or char in _INVISIBLE_LETTERS:
-            name = unicodedata.name(char, "unassigned")
+            name = unicodedata.name(char, "unnamed")
             raise _path_error(
-                field, f"invisible or reordering character {char!a} ({name}) at index {index}", path
+                field, f"invisible or reordering character {char!a} ({name}) at index {index}", text
             )
+    return text
 
 
 def _check_segments(path: str, field: str) -> None:

@@ -61,6 +61,7 @@ _ERRORS_BY_STATUS: dict[int, type[errors.ArtifactStoreError]] = {
     413: errors.TooLargeError,
     416: errors.InvalidRangeError,
     422: errors.InvalidInputError,
+    507: errors.InsufficientStorageError,
 }
 
 

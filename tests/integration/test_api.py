@@ -439,5 +439,6 @@ async def test_a_path_with_a_bidi_override_is_refused(api: httpx.AsyncClient) ->
     published = await api.put("/v1/packages/spoof/versions/1", json=manifest)
     assert published.status_code == 400, published.text
     error = published.json()["error"]
-    assert error["code"] == "invalid_manifest"
+    assert error["code"] == "invalid_name"
+    assert "files[0].path" in error["message"]
     assert "RIGHT-TO-LEFT OVERRIDE" in error["message"]

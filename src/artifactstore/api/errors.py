@@ -39,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.IntegrityError, 500),
     (e.UnauthorizedError, 401),
     (e.ForbiddenError, 403),
+    (e.InsufficientStorageError, 507),
     (e.UnavailableError, 503),
 )
 

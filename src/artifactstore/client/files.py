@@ -33,7 +33,7 @@ import blake3
 from artifactstore import errors
 from artifactstore.digests import Digest
 from artifactstore.manifest import DEFAULT_MEDIA_TYPE
-from artifactstore.names import validate_file_path
+from artifactstore.names import validate_visible_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -203,7 +203,7 @@ def collect_files(arguments: Sequence[Path], note: Callable[[str], None]) -> lis
     for argument in arguments:
         for item in _walk_argument(argument, note):
             try:
-                validate_file_path(item.path)
+                validate_visible_path(item.path)
             except errors.InvalidNameError as exc:
                 raise errors.InvalidInputError(
                     f"{item.source}: cannot be published as {item.path!a}: {exc.message}"

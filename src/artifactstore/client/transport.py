@@ -74,7 +74,12 @@ def version_path(package: str, version: str) -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Transport failures and 5xx answers are worth retrying; 4xx answers are not."""
+    """Transport failures and 5xx answers are worth retrying; 4xx and a full disk (507) are not.
+
+    A 507 becomes ``InsufficientStorageError`` (``protocol.error_from_body``).
+    """
+    if isinstance(exc, errors.InsufficientStorageError):
+        return False
     if isinstance(exc, errors.UnavailableError):
         return True
     if isinstance(exc, errors.ArtifactStoreError):

@@ -45,6 +45,7 @@ from artifactstore.errors import (
     NotLocalError,
     SizeMismatchError,
     TooLargeError,
+    disk_space_checked,
 )
 from artifactstore.registry.ingest import Expected
 from artifactstore.resources import shared_pool
@@ -161,7 +162,8 @@ async def _stage(staging: Staging, fd: int, length: int) -> tuple[Path, BlobDige
     stop = threading.Event()
     work = asyncio.ensure_future(asyncio.to_thread(_stage_sync, target, fd, length, stop))
     try:
-        digests = await asyncio.shield(work)
+        with disk_space_checked("staging"):
+            digests = await asyncio.shield(work)
     except asyncio.CancelledError:
         stop.set()
         with contextlib.suppress(BaseException):

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from artifactstore.digests import BlobDigests, Digest, DualHasher
-from artifactstore.errors import DigestMismatchError, SizeMismatchError, TooLargeError
+from artifactstore.errors import (
+    DigestMismatchError,
+    SizeMismatchError,
+    TooLargeError,
+    disk_space_checked,
+)
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
@@ -96,11 +101,12 @@ class Staging:
 
         Raises:
             TooLargeError: the stream exceeds ``max_size`` (the file is removed).
+            InsufficientStorageError: the staging disk is full (the file is removed).
         """
         target = self.new_path()
         hasher = DualHasher()
         try:
-            with StagedFile(target, create=True) as out:
+            with disk_space_checked("staging"), StagedFile(target, create=True) as out:
                 async for chunk in coalesce(chunks, INGEST_PIECE_BYTES):
                     if hasher.size + len(chunk) > max_size:
                         raise TooLargeError(

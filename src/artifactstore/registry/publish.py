@@ -30,6 +30,7 @@ from artifactstore.errors import (
 )
 from artifactstore.events import BlobStored, PackagePublished
 from artifactstore.manifest import Manifest, decode_manifest, encode_manifest
+from artifactstore.names import validate_visible_path
 from artifactstore.registry import queries
 from artifactstore.registry.journal import transaction
 from artifactstore.registry.records import PublishResult
@@ -64,6 +65,8 @@ async def publish(
         parsed, data = decode_manifest(manifest), manifest
     else:
         parsed, data = manifest, encode_manifest(manifest)
+    for index, entry in enumerate(parsed.files):
+        validate_visible_path(entry.path, field=f"files[{index}].path")
     digests = hash_bytes(data)
     wanted = [f.sha256.raw for f in parsed.files]
     async with autocommit(registry.engine) as conn:

@@ -36,6 +36,7 @@ from artifactstore.errors import (
     TooLargeError,
     UploadNotFoundError,
     UploadOffsetMismatchError,
+    disk_space_checked,
 )
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
 from artifactstore.staged_file import StagedFile
@@ -184,6 +185,8 @@ class Uploads:
             UploadOffsetMismatchError: ``offset`` is not the current offset; ``detail["offset"]``.
             TooLargeError: the chunk or the blob would exceed a limit.
             ConflictError: another request is appending to this session right now.
+            InsufficientStorageError: the staging disk is full; the bytes
+                written before it stay in the session (HEAD gives the offset).
         """
         row = await self._row(session_id)
         limit = self.limits.max_blob_bytes
@@ -194,7 +197,7 @@ class Uploads:
                 f"chunk exceeds the maximum chunk size {self.limits.max_chunk_bytes}",
                 limit=self.limits.max_chunk_bytes,
             )
-        with self._locked(session_id) as staged:
+        with disk_space_checked("staging"), self._locked(session_id) as staged:
             current = staged.size
             if offset != current:
                 raise UploadOffsetMismatchError(

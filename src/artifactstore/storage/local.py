@@ -27,7 +27,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from artifactstore.errors import BackendUnavailableError, BlobNotFoundError, SizeMismatchError
+from artifactstore.errors import (
+    BackendUnavailableError,
+    BlobNotFoundError,
+    InsufficientStorageError,
+    SizeMismatchError,
+    UnavailableError,
+    is_disk_full,
+)
 from artifactstore.resources import AsyncCloseable
 from artifactstore.staged_file import DirectReader, StagedFile, fsync_dir, page_cached
 from artifactstore.storage.spi import (
@@ -170,7 +177,13 @@ class LocalBackend(AsyncCloseable):
             raise BackendUnavailableError(f"{self._name}: key escapes the root: {key}")
         return self._root / key
 
-    def _unavailable(self, what: str, exc: OSError) -> BackendUnavailableError:
+    def _unavailable(self, what: str, exc: OSError) -> UnavailableError:
+        if is_disk_full(exc):
+            return InsufficientStorageError(
+                f"local backend {self._name!r}: {what}: no space left on the device",
+                backend=self._name,
+                errno=exc.errno,
+            )
         return BackendUnavailableError(
             f"local backend {self._name!r}: {what}: {exc}",
             backend=self._name,
@@ -198,7 +211,8 @@ class LocalBackend(AsyncCloseable):
 
         Raises:
             SizeMismatchError: the stream was shorter or longer; nothing is left behind.
-            BackendUnavailableError: the filesystem refused (full disk, permissions, ...).
+            InsufficientStorageError: the filesystem is full (or the quota used up).
+            BackendUnavailableError: the filesystem refused otherwise (permissions, ...).
         """
         self._check_open()
         target = self.path_for(sha256)
@@ -428,9 +442,11 @@ class LocalBackend(AsyncCloseable):
         if not self._root.is_dir():
             raise FileNotFoundError(errno.ENOENT, "root directory is missing", str(self._root))
         probe = self._root / f"{_HEALTH_PREFIX}{uuid.uuid4().hex}"
-        with probe.open("xb") as f:
-            f.write(b"ok")
-        probe.unlink()
+        try:
+            with probe.open("xb") as f:
+                f.write(b"ok")
+        finally:  # a full disk refuses the write (or the close) after the file exists
+            probe.unlink(missing_ok=True)
 
     async def health(self) -> BackendHealth:
         """Ok when the root exists and a probe file can be created and removed there."""
