@@ -26,10 +26,9 @@ from botocore.awsrequest import AWSRequest, AWSResponse, HTTPHeaders
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from tests.gateway.support import ACCESS_KEY, SECRET_KEY
+from tests.gateway.support import ACCESS_KEY, SECRET_KEY, RawBody
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from mypy_boto3_s3 import S3Client
@@ -109,20 +108,6 @@ def test_legacy_s3_signature_version_presigns_and_signs(gateway_url: str, datase
     assert all(value.startswith(f"AWS {ACCESS_KEY}:") for value in seen)
 
 
-class _Raw:
-    """The slice of a urllib3 response that botocore reads."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, *_: object, **__: object) -> Iterator[bytes]:
-        yield self._body
-
-    def read(self, *_: object, **__: object) -> bytes:
-        body, self._body = self._body, b""
-        return body
-
-
 def _to_loopback(port: int) -> Any:
     """A before-send handler: send boto3's signed request to 127.0.0.1, keeping its Host."""
 
@@ -137,7 +122,7 @@ def _to_loopback(port: int) -> Any:
         answer_headers = HTTPHeaders()
         for name, value in got.headers.items():
             answer_headers[name] = value
-        return AWSResponse(request.url, got.status_code, answer_headers, _Raw(got.content))
+        return AWSResponse(request.url, got.status_code, answer_headers, RawBody(got.content))
 
     return send
 
