@@ -14,6 +14,8 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import uvicorn
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from artifactstore.gateway.app import GatewayApp
 
 ACCESS_KEY = "reader"
@@ -83,3 +85,19 @@ class ThreadServer:
         """Ask uvicorn to exit and wait for the thread."""
         self.server.should_exit = True
         self.thread.join(30)
+
+
+class RawBody:
+    """The slice of a urllib3 response that botocore reads (for ``before-send`` handlers)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, *_: object, **__: object) -> Iterator[bytes]:
+        """The whole body as one chunk."""
+        yield self._body
+
+    def read(self, *_: object, **__: object) -> bytes:
+        """The body once, then nothing."""
+        body, self._body = self._body, b""
+        return body

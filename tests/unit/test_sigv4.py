@@ -22,6 +22,7 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.gateway.support import RawBody
 
 from artifactstore.gateway.errors import S3Error
 from artifactstore.gateway.sigv4 import (
@@ -794,20 +795,6 @@ def test_botocore_signed_arbitrary_keys_verify(segments: list[str], prefix: str)
 # --- boto3 end to end, without a network ------------------------------------
 
 
-class _Raw:
-    """The slice of a urllib3 response that botocore reads."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, *_: object, **__: object) -> Iterator[bytes]:
-        yield self._body
-
-    def read(self, *_: object, **__: object) -> bytes:
-        body, self._body = self._body, b""
-        return body
-
-
 KEYS = [
     "1.0/plain.txt",
     "1.0/with space.txt",
@@ -851,7 +838,7 @@ def _boto3_client() -> Iterator[tuple[Any, list[VerifiedRequest]]]:
             )
         response_headers = HTTPHeaders()
         response_headers["Content-Length"] = str(len(body))
-        return AWSResponse(request.url, 200, response_headers, _Raw(body))
+        return AWSResponse(request.url, 200, response_headers, RawBody(body))
 
     # The stubs say handlers return None; before-send handlers may return the response.
     client.meta.events.register("before-send.s3", answer)  # type: ignore[arg-type]

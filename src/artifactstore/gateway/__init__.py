@@ -1,7 +1,8 @@
 """S3-compatible read gateway (DESIGN section 8).
 
 The protocol kernel lives here as pure modules: ``sigv4`` (Signature Version 4
-verification), ``xml`` (response documents), ``errors`` (S3 error codes and
+verification, with ``sigv4_*`` and the shared ``sigbase``), ``sigv2``
+(Signature Version 2), ``xml`` (response documents), ``errors`` (S3 error codes and
 the mapping from artifactstore's errors) and ``tokens`` (continuation
 tokens). ``Range`` and conditional requests are shared with the REST API in
 ``artifactstore.http_ranges``. The ASGI app builds on these.

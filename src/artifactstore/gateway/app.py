@@ -10,7 +10,7 @@ bad request is never a 500), and the access log (one JSON line per request
 on ``artifactstore.gateway.access``; no header values, so no signature
 reaches a log).
 
-It does not parse signatures (``sigv4.py``, via ``auth.py``), decide
+It does not parse signatures (``sigv4.py``, ``sigv2.py``, via ``auth.py``), decide
 addressing (``routing.py``), list (``buckets.py``, ``listing.py``) or build
 object headers (``objects.py``). Plain ASGI rather than a framework: the
 gateway has no routes in the web-framework sense, and the hot path
@@ -155,7 +155,13 @@ class GatewayApp:
         try:
             target = resolve_target(headers.get("host"), raw_path, self.bases)
             params = _params(raw_query)
-            principal = self.auth.authenticate(method, raw_path, raw_query, raw_headers)
+            principal = self.auth.authenticate(
+                method,
+                raw_path,
+                raw_query,
+                raw_headers,
+                bucket_in_host=target.bucket if target.virtual_host else None,
+            )
             op = classify(method, target, params)
             operation = op.value
             reply = await self._dispatch(op, target, method, headers, params)

@@ -1,15 +1,17 @@
-"""Who is asking: SigV4 credentials and the anonymous-read policy of the gateway.
+"""Who is asking: the credentials, the anonymous-read policy, and the call to the right verifier.
 
 Owns: the table of access keys built once at start-up from
 ``[[gateway.credentials]]`` (secrets resolved through ``SecretRef.reveal``,
 so a missing secret fails the start, not the first request), the decision
 whether unsigned requests may read (``gateway.anonymous_read`` and a
 loopback listener, both required: DESIGN section 8), and the call into
-``sigv4.verify_request``. It does not decide what a principal may do: every
-authenticated principal may read everything, and nobody may write.
+the verifier of the scheme ``sigbase.detect_scheme`` names:
+``sigv4.verify_request`` or ``sigv2.verify_v2``, with the same keys. It
+does not decide what a principal may do: every authenticated principal may
+read everything, and nobody may write.
 
 Spec: DESIGN section 8 ("Authentication"); the signature rules are in
-``gateway/sigv4.py``.
+``gateway/sigv4.py`` and ``gateway/sigv2.py``.
 """
 
 from __future__ import annotations
@@ -19,23 +21,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from artifactstore.config import is_loopback
-from artifactstore.gateway.sigv4 import SigV4Error, has_signature, parse_query, verify_request
+from artifactstore.gateway.sigbase import Scheme, SignatureError, detect_scheme
+from artifactstore.gateway.sigv2 import verify_v2
+from artifactstore.gateway.sigv4 import verify_request
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from artifactstore.config import GatewaySettings
-    from artifactstore.gateway.sigv4 import HeaderInput
+    from artifactstore.gateway.sigbase import HeaderInput
 
 __all__ = ["ANONYMOUS", "Authenticator"]
 
 #: The principal name of an unsigned request where anonymous reads are allowed.
 ANONYMOUS = "anonymous"
-_SIGV2_PARAMS = frozenset({"AWSAccessKeyId", "Signature"})
-
-
-def _sigv2_query(raw_query: bytes) -> bool:
-    return any(name in _SIGV2_PARAMS for name, _ in parse_query(raw_query))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +57,33 @@ class Authenticator:
         return cls(secrets=secrets, anonymous_read=gateway.anonymous_read and is_loopback(host))
 
     def authenticate(
-        self, method: str, raw_path: bytes, raw_query: bytes, headers: HeaderInput
+        self,
+        method: str,
+        raw_path: bytes,
+        raw_query: bytes,
+        headers: HeaderInput,
+        *,
+        bucket_in_host: str | None = None,
     ) -> str:
         """The principal of a request: an access key id, or ``ANONYMOUS``.
 
-        A request carrying any signature material is verified and never
-        falls back to anonymous.
+        A request carrying any signature material (SigV4 or SigV2) is
+        verified and never falls back to anonymous. ``bucket_in_host`` is
+        the bucket of a virtual-hosted request, part of what SigV2 signs.
 
         Raises:
-            SigV4Error: a bad or missing signature (``AccessDenied`` for an
-                unsigned request where anonymous reads are off).
+            SignatureError: a bad or missing signature (``AccessDenied`` for
+                an unsigned request where anonymous reads are off).
         """
-        if not has_signature(raw_query, headers):
-            if _sigv2_query(raw_query):
-                # A SigV2 presigned URL must not pass as anonymous.
-                raise SigV4Error(
-                    "AccessDenied",
-                    "Signature Version 2 is not supported; use AWS4-HMAC-SHA256 (SigV4)",
-                )
+        scheme = detect_scheme(raw_query, headers)
+        if scheme is Scheme.NONE:
             if self.anonymous_read:
                 return ANONYMOUS
-            raise SigV4Error("AccessDenied", "Access Denied: sign the request (AWS SigV4)")
-        verified = verify_request(
-            method, raw_path, raw_query, headers, self.secrets.get, now=datetime.now(UTC)
-        )
-        return verified.access_key_id
+            raise SignatureError("AccessDenied", "Access Denied: sign the request (AWS SigV4)")
+        lookup, now = self.secrets.get, datetime.now(UTC)
+        if scheme in {Scheme.V2_HEADER, Scheme.V2_QUERY}:
+            verified = verify_v2(
+                method, raw_path, raw_query, headers, lookup, now=now, bucket_in_host=bucket_in_host
+            )
+            return verified.access_key_id
+        return verify_request(method, raw_path, raw_query, headers, lookup, now=now).access_key_id
