@@ -125,6 +125,15 @@ def external_cluster(tmp_data_dir: Path) -> Iterator[tuple[str, Path]]:
         stop()
 
 
+def _shut_down_immediately(pgdata: Path) -> None:
+    """SIGQUIT to the postmaster (``pg_ctl stop -m immediate``), and wait until it is gone."""
+    os.kill(_postmaster_pid(pgdata), signal.SIGQUIT)
+    deadline = time.monotonic() + RECOVERY_DEADLINE_SECONDS
+    while (pgdata / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "the database did not stop"
+        time.sleep(0.05)
+
+
 def _start_on(
     start_server: Callable[..., Server], url: str, tmp_path: Path
 ) -> tuple[Server, dict[str, str]]:
@@ -145,11 +154,7 @@ def test_external_database_away_answers_503_and_recovers_without_restart(
     server, auth = _start_on(start_server, url, tmp_path)
     _publish(server, tmp_path, "1.0", "before the outage\n")
     with httpx.Client(base_url=server.url, headers=auth) as rest:
-        os.kill(_postmaster_pid(root / "data"), signal.SIGQUIT)
-        deadline = time.monotonic() + RECOVERY_DEADLINE_SECONDS
-        while (root / "data" / "postmaster.pid").exists():
-            assert time.monotonic() < deadline, "the database did not stop"
-            time.sleep(0.05)
+        _shut_down_immediately(root / "data")
         answers = [
             _shape(answer)
             for _ in range(3)  # the first notices the dead pool, the rest cannot connect
@@ -184,11 +189,7 @@ def test_pooled_connections_to_a_restarted_database_are_replaced(
     _publish(server, tmp_path, "1.0", "before the outage\n")
     with httpx.Client(base_url=server.url, headers=auth) as rest:
         assert rest.get("/v1/packages/demo/versions/1.0").status_code == 200
-        os.kill(_postmaster_pid(root / "data"), signal.SIGQUIT)
-        deadline = time.monotonic() + RECOVERY_DEADLINE_SECONDS
-        while (root / "data" / "postmaster.pid").exists():
-            assert time.monotonic() < deadline, "the database did not stop"
-            time.sleep(0.05)
+        _shut_down_immediately(root / "data")
         start_throwaway_cluster(root, settings=DURABLE)
         answer = rest.get("/v1/packages/demo/versions/1.0")
         assert answer.status_code == 200, answer.text
