@@ -7,6 +7,7 @@ Data dirs come from ``tmp_data_dir``, not ``tmp_path``: see that fixture.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
@@ -14,11 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from artifactstore.db.embedded import (
@@ -28,6 +31,9 @@ from artifactstore.db.embedded import (
     find_postgres_bindir,
     start_throwaway_cluster,
 )
+from artifactstore.db.engine import create_engine
+from artifactstore.db.outage import database_outage
+from artifactstore.db.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -316,3 +322,57 @@ async def test_engine_fixture_connects(engine: AsyncEngine) -> None:
         name = await conn.scalar(text("SELECT current_database()"))
     assert isinstance(name, str)
     assert name.startswith("t_")
+
+
+def test_revive_restarts_a_killed_postmaster_once_across_users(tmp_data_dir: Path) -> None:
+    """Two users reviving a SIGKILLed cluster at once start exactly one new postmaster."""
+    first, second = EmbeddedPostgres(tmp_data_dir), EmbeddedPostgres(tmp_data_dir)
+    first.start()
+    second.start()
+    try:
+        old_pid = first.postmaster_pid()
+        assert old_pid is not None
+        assert first.revive() is False  # running: nothing to do
+        os.kill(old_pid, signal.SIGKILL)
+        _wait_until_gone(first)
+        with ThreadPoolExecutor(2) as pool:
+            started = sorted(pool.map(EmbeddedPostgres.revive, (first, second)))
+        assert started == [False, True]
+        assert first.postmaster_pid() not in (None, old_pid)
+    finally:
+        second.release()
+        first.release()
+    assert not first.is_running()
+
+
+async def test_supervisor_restarts_the_postmaster_and_refreshes_the_pool(
+    tmp_data_dir: Path,
+) -> None:
+    """The supervisor restarts a SIGKILLed postmaster; the engine then answers again."""
+    pg = EmbeddedPostgres(tmp_data_dir)
+    engine = create_engine(pg.start())
+    task = asyncio.create_task(Supervisor(pg, engine, check_seconds=0.05).run())
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT 1")) == 1
+        old_pid = pg.postmaster_pid()
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + _WAIT_SECONDS
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    assert await conn.scalar(text("SELECT 1")) == 1
+                if pg.postmaster_pid() not in (None, old_pid):
+                    break
+            except DBAPIError as exc:
+                if database_outage(exc) is None:
+                    raise
+            assert time.monotonic() < deadline, "the supervisor did not restart the cluster"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+        pg.release()

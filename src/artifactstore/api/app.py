@@ -2,10 +2,12 @@
 
 ``create_app`` builds an app for given settings. The lifespan opens the
 registry (database + backends) unless one is handed in (tests), starts the
-event notifier and the upload-expiry loop, and on the embedded default writes
-an admin token to ``<data_dir>/admin-token`` (mode 0600) for the CLI on the
-same machine, and listens on ``<data_dir>/handoff.sock`` for same-host
-uploads (``api.handoff``). Shutdown closes everything in reverse order.
+event notifier and the upload-expiry loop, and on the embedded default
+supervises the cluster (``db.supervisor`` restarts a dead postmaster),
+writes an admin token to ``<data_dir>/admin-token`` (mode 0600) for the CLI
+on the same machine, and listens on ``<data_dir>/handoff.sock`` for
+same-host uploads (``api.handoff``). Shutdown closes everything in reverse
+order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from artifactstore.api.metrics import Metrics, MetricsMiddleware
 from artifactstore.api.notify import EventNotifier
 from artifactstore.api.routes import blobs, events, packages, system, uploads
 from artifactstore.api.services import Services
+from artifactstore.db.supervisor import Supervisor
 from artifactstore.protocol import ADMIN_TOKEN_FILE, HANDOFF_SOCKET
 from artifactstore.registry import Registry, Tokens, Uploads
 
@@ -94,8 +97,12 @@ def create_app(
         reg = registry if registry is not None else await Registry.open(settings)
         notifier = EventNotifier(reg.engine)
         expiry: asyncio.Task[None] | None = None
+        supervisor: asyncio.Task[None] | None = None
         handoff: HandoffListener | None = None
         try:
+            if reg.database.embedded is not None:
+                watch = Supervisor(reg.database.embedded, reg.engine, on_revived=notifier.restart)
+                supervisor = asyncio.create_task(watch.run(), name="postgres-supervisor")
             await notifier.start()
             uploads_ = Uploads(reg)
             tokens = Tokens(reg.engine)
@@ -119,10 +126,11 @@ def create_app(
         finally:
             if handoff is not None:
                 await handoff.stop()
-            if expiry is not None:
-                expiry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await expiry
+            for task in (expiry, supervisor):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await notifier.stop()
             if owned:
                 await reg.aclose()

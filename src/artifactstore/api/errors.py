@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from artifactstore import errors as e
+from artifactstore.db.outage import DRIVER_ERRORS, RETRY_AFTER_SECONDS, database_outage
 from artifactstore.protocol import OFFSET_HEADER, error_body
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ async def _artifactstore_error(_request: Request, exc: Exception) -> JSONRespons
         headers["Content-Range"] = f"bytes */{exc.detail['size']}"
     if isinstance(exc, e.UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="artifactstore"'
+    if isinstance(exc, e.DatabaseUnavailableError):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if status >= 500:  # noqa: PLR2004 - server-side failures are logged, client errors are not
         log.warning("request failed: %s: %s", exc.code, exc.message)
     return error_response(status, exc.code, exc.message, exc.detail, headers)
@@ -90,16 +92,20 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", message, {"problems": problems})
 
 
-async def _database_data_error(_request: Request, exc: Exception) -> JSONResponse:
-    """Input PostgreSQL refuses as data (SQLSTATE class 22): a client error, never a 500.
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database error: the database away is a 503 to retry (``db.outage``).
 
-    A safety net behind the validation at the edge: every such case that
-    reaches it is logged, because it means a check is missing upstream.
+    Input PostgreSQL refuses as data (SQLSTATE class 22) is a client error,
+    never a 500: a safety net behind the validation at the edge, logged,
+    because it means a check is missing upstream.
     """
-    assert isinstance(exc, DBAPIError)
-    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    outage = database_outage(exc)
+    if outage is not None:
+        log.debug("database unavailable: %s: %s", type(exc).__name__, exc)
+        return await _artifactstore_error(request, outage)
+    sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
     if not sqlstate.startswith("22"):
-        log.warning("database error: %s", type(exc.orig).__name__)
+        log.warning("database error: %s", type(getattr(exc, "orig", exc)).__name__)
         return error_response(503, "database_unavailable", "the database failed the request")
     log.warning("input refused by the database (SQLSTATE %s): a missing edge check", sqlstate)
     return error_response(400, "invalid_input", "a parameter has a value the registry cannot store")
@@ -125,5 +131,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.ArtifactStoreError, _artifactstore_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DBAPIError, _database_data_error)
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _database_error)
     app.add_exception_handler(RecursionError, _too_deep)

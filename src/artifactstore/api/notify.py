@@ -44,6 +44,11 @@ class EventNotifier:
             log.warning("LISTEN %s unavailable; event stream will poll", NOTIFY_CHANNEL)
             await self.stop()
 
+    async def restart(self) -> None:
+        """Listen on a fresh connection (after the database restarted under us)."""
+        await self.stop()
+        await self.start()
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
             self.latest = max(self.latest, int(payload))

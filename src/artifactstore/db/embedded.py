@@ -246,6 +246,28 @@ class EmbeddedPostgres:
             self._socket_dir = info.socket_dir
             return self.url
 
+    def revive(self) -> bool:
+        """Start the postmaster again if it died while we hold the cluster.
+
+        Under the control lock, like ``start``: of several processes that
+        notice at once (a server and a CLI command), one starts it and the
+        others find it running. Returns whether this call started it.
+
+        Raises:
+            DatabaseUnavailableError: not started by this object, or it did
+                not come back (as ``start``).
+        """
+        with self._mutex:
+            cluster = self._cluster
+            if self._users_fd is None or cluster is None:
+                raise DatabaseUnavailableError("embedded PostgreSQL is not started")
+            with _exclusive(cluster.root / "control.lock", self._timeout):
+                if self.is_running():
+                    return False
+                info = cluster.ensure_running(self._timeout)
+            self._socket_dir = info.socket_dir
+            return True
+
     def _make_cluster(self, root: Path) -> Cluster:
         bindir = self._bindir or find_postgres_bindir()
         account = server_account(root, root / "data")

@@ -25,8 +25,10 @@ import json
 import logging
 import os
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from artifactstore.db.outage import RETRY_AFTER_SECONDS
 from artifactstore.gateway import buckets
 from artifactstore.gateway.auth import Authenticator
 from artifactstore.gateway.catalog import Catalog
@@ -235,7 +237,10 @@ class GatewayApp:
         if error.code == "InternalError" and not isinstance(exc, S3Error):
             log.error("S3 gateway request %s failed", request_id, exc_info=exc)
         body = error.to_xml(request_id=request_id)
-        return Reply(error.status, [("Content-Type", "application/xml")], body)
+        headers = [("Content-Type", "application/xml")]
+        if error.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+        return Reply(error.status, headers, body)
 
     # -- sending -------------------------------------------------------------
 

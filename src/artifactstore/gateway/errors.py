@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from artifactstore.db.outage import database_outage
 from artifactstore.errors import (
     ArtifactStoreError,
     AuthError,
@@ -136,10 +137,12 @@ def s3_error_for(exc: Exception, *, resource: str | None = None) -> S3Error:
     An ``S3Error`` passes through; an ``ArtifactStoreError`` maps by family
     (its message is kept, as our messages are written for users); anything
     else is an ``InternalError`` with the generic message, so internals never
-    leak. Never raises.
+    leak. The database being away (``db.outage``) is ``ServiceUnavailable``.
+    Never raises.
     """
     if isinstance(exc, S3Error):
         return exc
+    exc = database_outage(exc) or exc
     if isinstance(exc, ArtifactStoreError):
         for family, code in _FAMILY_TO_CODE:
             if isinstance(exc, family):
