@@ -442,3 +442,28 @@ async def test_a_path_with_a_bidi_override_is_refused(api: httpx.AsyncClient) ->
     assert error["code"] == "invalid_name"
     assert "files[0].path" in error["message"]
     assert "RIGHT-TO-LEFT OVERRIDE" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code"),
+    [
+        (RuntimeError("a bug"), 500, "internal_error"),
+        (OSError(28, "No space left on device"), 507, "insufficient_storage"),
+    ],
+)
+async def test_an_unforeseen_error_is_answered_as_json(
+    settings: Settings, registry: Registry, raised: Exception, status: int, code: str
+) -> None:
+    """An exception no handler expects is the JSON error shape (logged), never text/plain."""
+    app = create_app(settings, registry=registry, host="127.0.0.1", bootstrap_token=False)
+
+    async def broken() -> None:
+        raise raised
+
+    app.add_api_route("/broken", broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answer = await client.get("/broken")
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code

@@ -92,6 +92,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", message, {"problems": problems})
 
 
+_DISK_FULL_SQLSTATE = "53100"
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """A database error: the database away is a 503 to retry (``db.outage``).
 
@@ -104,6 +107,9 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         log.debug("database unavailable: %s: %s", type(exc).__name__, exc)
         return await _artifactstore_error(request, outage)
     sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
+    if sqlstate == _DISK_FULL_SQLSTATE:
+        full = e.InsufficientStorageError("the database's disk is full")
+        return await _artifactstore_error(request, full)
     if not sqlstate.startswith("22"):
         log.warning("database error: %s", type(getattr(exc, "orig", exc)).__name__)
         return error_response(503, "database_unavailable", "the database failed the request")
@@ -126,6 +132,14 @@ async def _too_deep(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", "the JSON body is nested too deeply")
 
 
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """Anything unforeseen: logged with its traceback, answered as the JSON error shape."""
+    if isinstance(exc, OSError) and e.is_disk_full(exc):
+        return error_response(507, "insufficient_storage", "no space left on the device")
+    log.error("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "the server failed; the log says why")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on an app."""
     app.add_exception_handler(e.ArtifactStoreError, _artifactstore_error)
@@ -134,3 +148,4 @@ def install_error_handlers(app: FastAPI) -> None:
     for driver_error in DRIVER_ERRORS:
         app.add_exception_handler(driver_error, _database_error)
     app.add_exception_handler(RecursionError, _too_deep)
+    app.add_exception_handler(Exception, _unexpected)
