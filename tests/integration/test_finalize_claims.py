@@ -88,34 +88,28 @@ def _objects(registry: Registry) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.is_file())
 
 
-async def test_an_abandoned_claim_after_the_backend_write_is_recorded_at_expiry(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("point", "written"), [("finalize:claimed", False), ("finalize:stored", True)]
+)
+async def test_an_abandoned_claim_is_settled_at_expiry(
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    point: str,
+    written: bool,
 ) -> None:
-    """A finalize dead after its backend write, client gone: expiry records the copy once."""
+    """Dead at ``point``, session expired: a copy the finalize wrote is recorded once, or none."""
     uploads = Uploads(registry)
     session_id = await _session(uploads)
-    await _crash(await _stop_at(uploads, session_id, "finalize:stored", monkeypatch, capsys))
+    await _crash(await _stop_at(uploads, session_id, point, monkeypatch, capsys))
     sha = hash_bytes(DATA).sha256
-    assert _objects(registry) == [sha.hex]
     with pytest.raises(BlobNotFoundError):
         await registry.blob(sha)
     assert await uploads.expire(now=FAR_FUTURE) == 1
-    assert (await registry.blob(sha)).size == len(DATA)
-    assert await _stored_events(registry) == 1
-    assert list(registry.staging.root.iterdir()) == []
-
-
-async def test_an_abandoned_claim_before_any_write_leaves_nothing(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A finalize dead before any write, session expired: its bytes go, nothing is stored."""
-    uploads = Uploads(registry)
-    session_id = await _session(uploads)
-    await _crash(await _stop_at(uploads, session_id, "finalize:claimed", monkeypatch, capsys))
-    assert await uploads.expire(now=FAR_FUTURE) == 1
-    with pytest.raises(BlobNotFoundError):
-        await registry.blob(hash_bytes(DATA).sha256)
-    assert _objects(registry) == []
+    assert _objects(registry) == ([sha.hex] if written else [])
+    assert await _stored_events(registry) == int(written)
+    if written:
+        assert (await registry.blob(sha)).size == len(DATA)
     assert list(registry.staging.root.iterdir()) == []
 
 
