@@ -121,7 +121,7 @@ class HandoffSender:
 
 
 def _busy(exc: BaseException) -> bool:
-    """409 ``conflict``: an earlier append whose connection broke is still being written."""
+    """409 ``conflict``: an earlier append or a finalize of the session is still running."""
     return type(exc) is errors.ConflictError
 
 
@@ -225,7 +225,10 @@ class UploadSession:
             response = await self.transport.request("PUT", f"/v1/uploads/{self.id}", params=params)
             return BlobInfo.from_json(response.json())
 
-        return await self.transport.retrying(f"{what}: finish upload", put)
+        # 409: another PUT of this session (another process sharing the session
+        # cache) is finalizing it; once it is done this one gets 404 and the
+        # caller opens a new session, which the server answers with ``exists``.
+        return await self.transport.retrying(f"{what}: finish upload", put, also_retry=_busy)
 
 
 def _cache_dir() -> Path:

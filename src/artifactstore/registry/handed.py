@@ -51,6 +51,7 @@ from artifactstore.registry.ingest import Expected
 from artifactstore.resources import shared_pool
 from artifactstore.staged_file import BUFFER_BYTES, PieceWriter, give_back, take_buffer
 from artifactstore.storage.local import LocalBackend
+from artifactstore.testpoint import pause_at
 from artifactstore.views import LocationState
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ async def store_handed(
         )
     targets = registry.store.targets(producer=producer, retention_class=retention_class)
     path, digests = await _stage(registry.staging, fd, length)
+    await pause_at("handoff:staged")
     return await registry.store_staged(
         path, digests, expected=Expected(size=length), targets=targets, actor=actor
     )
@@ -158,7 +160,7 @@ async def _stage(staging: Staging, fd: int, length: int) -> tuple[Path, BlobDige
     The work runs on worker threads; a cancelled caller stops it at the next
     piece and waits for it, so the staged file is removed before this returns.
     """
-    target = staging.new_path()  # an ingest's name: swept after a crash
+    target = staging.new_path()  # an ingest's name, tagged with its owner: swept after a crash
     stop = threading.Event()
     work = asyncio.ensure_future(asyncio.to_thread(_stage_sync, target, fd, length, stop))
     try:

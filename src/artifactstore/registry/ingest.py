@@ -8,13 +8,20 @@ bytes move into the backends, atomically; the local backend takes the staged
 file by rename. A mismatch deletes the staged file and records nothing.
 
 Staged files survive a crash; upload sessions resume from them (see
-``registry.uploads``). Stray staged files of a crashed ingest are removed by
-``Staging.sweep``.
+``registry.uploads``). An ingest's staged file is named after the
+``Staging`` that made it (``ingest-<owner>-<uuid>``), and each ``Staging``
+holds an ``flock`` on ``<staging>-owners/<owner>.lock`` (beside the staging
+directory, which stays empty when idle) while it lives: the lock goes
+with the process, so ``Staging.sweep_dead_owners`` can remove the files of a
+crashed process at once without touching a live one's (docs/design/0006).
+Files untouched for a day are removed by age too (``Staging.sweep``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["Expected", "Staging", "check_expected", "write_chunk"]
 
 STAGING_PREFIX = "ingest-"
+OWNER_SUFFIX = ".lock"
+_OWNER_HEX = 16  # characters of an owner token
 # Bytes handed to the hashing/writing thread at a time (see storage.streams.coalesce).
 INGEST_PIECE_BYTES = 1024 * 1024
 
@@ -89,10 +98,23 @@ class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.owners = root.with_name(f"{root.name}-owners")
+        self.owners.mkdir(exist_ok=True, mode=0o700)
+        self.owner = uuid.uuid4().hex[:_OWNER_HEX]
+        lock = self.owners / f"{self.owner}{OWNER_SUFFIX}"
+        self._owner_fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._owner_fd, fcntl.LOCK_EX)  # a fresh name: nobody else holds it
 
     def new_path(self, prefix: str = STAGING_PREFIX) -> Path:
-        """A fresh, unused path inside the staging directory."""
-        return self.root / f"{prefix}{uuid.uuid4().hex}"
+        """A fresh, unused path inside the staging directory, tagged with this owner."""
+        return self.root / f"{prefix}{self.owner}-{uuid.uuid4().hex}"
+
+    def close(self) -> None:
+        """Give up ownership: this owner's files become a dead owner's (swept)."""
+        if self._owner_fd is not None:
+            (self.owners / f"{self.owner}{OWNER_SUFFIX}").unlink(missing_ok=True)
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     async def stage_stream(
         self, chunks: AsyncIterable[bytes], *, max_size: int
@@ -121,9 +143,10 @@ class Staging:
         return target, hasher.result()
 
     def sweep(self, *, older_than_seconds: float, prefix: str = STAGING_PREFIX) -> int:
-        """Remove staged files of crashed ingests untouched for a while; returns how many.
+        """Remove staged files untouched for a while; returns how many.
 
-        The age guard keeps a concurrent process's ingest in progress safe.
+        The age guard keeps a concurrent process's ingest in progress safe. A
+        backstop: a crashed owner's files go at once (``sweep_dead_owners``).
         """
         cutoff = time.time() - older_than_seconds
         removed = 0
@@ -134,4 +157,34 @@ class Staging:
                     removed += 1
             except FileNotFoundError:
                 continue
+        return removed
+
+    def sweep_dead_owners(self, prefix: str = STAGING_PREFIX) -> int:
+        """Remove the staged files of owners whose lock nobody holds (crashed); how many.
+
+        A live owner, in this process or another, holds its lock: its files
+        stay. A dead owner's lock file goes last, while locked here.
+        """
+        tagged = self.root.glob(f"{prefix}*-*")
+        owners = {p.name.removeprefix(prefix).partition("-")[0] for p in tagged}
+        owners |= {p.name.removesuffix(OWNER_SUFFIX) for p in self.owners.glob(f"*{OWNER_SUFFIX}")}
+        removed = 0
+        for owner in owners - {self.owner}:
+            lock = self.owners / f"{owner}{OWNER_SUFFIX}"
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None  # closed (Staging.close) or never there: nobody owns its files
+            try:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for entry in self.root.glob(f"{prefix}{owner}-*"):
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+                lock.unlink(missing_ok=True)
+            except BlockingIOError:
+                continue  # alive
+            finally:
+                if fd is not None:
+                    os.close(fd)
         return removed

@@ -77,10 +77,12 @@ class Registry(AsyncCloseable):
             raise
         registry = cls(settings, database, BlobStore(database.engine, backends, storage))
         registry.staging.sweep(older_than_seconds=STALE_STAGING_SECONDS)
+        registry.staging.sweep_dead_owners()
         return registry
 
     async def aclose(self) -> None:
-        """Close the backends and the database."""
+        """Close the backends and the database, and give up the staging ownership."""
+        self.staging.close()
         await self.store.aclose()
         await self.database.aclose()
 
@@ -235,7 +237,27 @@ class Registry(AsyncCloseable):
         """Move a staged, hashed file into every target backend and record each copy.
 
         ``created`` is False when every target already held a readable copy:
-        then the staged file is removed and nothing is recorded.
+        then the staged file is removed and nothing is recorded. The two
+        halves are ``put_staged`` and ``record_stored``.
+
+        Raises:
+            DigestMismatchError, SizeMismatchError: nothing stored, file removed.
+        """
+        stored = await self.put_staged(
+            path, digests, expected=expected, targets=targets, keep_on_error=keep_on_error
+        )
+        return await self.record_stored(digests.sha256, stored, actor=actor)
+
+    async def put_staged(
+        self,
+        path: Path,
+        digests: BlobDigests,
+        *,
+        expected: Expected,
+        targets: tuple[str, ...],
+        keep_on_error: bool = False,
+    ) -> list[BlobStored]:
+        """Write a staged, hashed file to each target lacking a readable copy; the copies written.
 
         The staged file is consumed (renamed into the last backend that needs
         it, where the backend allows) or removed, by a background thread
@@ -273,11 +295,17 @@ class Registry(AsyncCloseable):
         # held the blob, or no backend could take the file) dropped in the
         # background: unlinking 1 GiB took 0.13 s here, on the event loop.
         shared_pool("staging-discard", 1).submit(path.unlink, missing_ok=True)
+        return stored
+
+    async def record_stored(
+        self, sha256: Digest, stored: Sequence[BlobStored], *, actor: str
+    ) -> tuple[BlobRecord, bool]:
+        """Record the copies no readable location records yet; ``(blob, created)``."""
         recorded: list[BlobStored] = []
         if stored:
             async with transaction(self.engine, actor=actor) as tx:
                 recorded = await tx.record_copies(stored)
-        return await self.blob(sha), bool(recorded)
+        return await self.blob(sha256), bool(recorded)
 
     # -- packages ------------------------------------------------------------
 

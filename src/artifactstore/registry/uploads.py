@@ -11,7 +11,9 @@ another process took the previous chunk) the staged prefix is re-hashed once
 before new bytes are added. A chunk is acknowledged only after fsync.
 
 Concurrent requests on one session are refused rather than interleaved: each
-append holds an exclusive ``flock`` on the staged file.
+append holds an exclusive ``flock`` on the staged file. A finalize claims the
+bytes first (``registry.finalize``, docs/design/0006), so a crash at any
+point of it leaves the session completable by a retried PUT.
 """
 
 from __future__ import annotations
@@ -29,16 +31,19 @@ import sqlalchemy as sa
 
 from artifactstore.db.engine import autocommit
 from artifactstore.db.tables import upload_sessions
-from artifactstore.digests import Algorithm, BlobDigests, Digest, DualHasher
+from artifactstore.digests import BlobDigests, Digest, DualHasher
 from artifactstore.errors import (
     ConflictError,
+    DigestMismatchError,
     InvalidInputError,
+    SizeMismatchError,
     TooLargeError,
     UploadNotFoundError,
     UploadOffsetMismatchError,
     disk_space_checked,
 )
-from artifactstore.registry.ingest import INGEST_PIECE_BYTES, Expected, write_chunk
+from artifactstore.registry.finalize import Claim, Claims, Intent, expected_of
+from artifactstore.registry.ingest import INGEST_PIECE_BYTES, check_expected, write_chunk
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
@@ -75,6 +80,7 @@ class Uploads:
         self.engine = registry.engine
         self.limits = registry.settings.uploads
         self.staging = registry.staging
+        self.claims = Claims(registry)
         self._hashers: dict[uuid.UUID, DualHasher] = {}
 
     def path(self, session_id: uuid.UUID) -> Path:
@@ -162,9 +168,11 @@ class Uploads:
         """
         row = await self._row(session_id)
         try:
-            offset = self.path(session_id).stat().st_size
+            offset: int | None = self.path(session_id).stat().st_size
         except FileNotFoundError:
-            raise UploadNotFoundError(f"upload session {session_id} has no staged data") from None
+            offset = self.claims.size(session_id)  # all bytes arrived: a PUT completes it
+        if offset is None:
+            raise UploadNotFoundError(f"upload session {session_id} has no staged data")
         return UploadSession(session_id, offset, row.created_at, row.expires_at, row.declared_size)
 
     async def append(
@@ -239,7 +247,8 @@ class Uploads:
         began; every one known is checked (either is a 256-bit cryptographic
         hash of the bytes, and the server computes both). A mismatch ends the
         session too: its bytes are removed, nothing is stored and no event is
-        recorded.
+        recorded. Once they check out the session is claimed (``registry.finalize``):
+        after a failure or a crash a retried PUT completes that blob (its body is ignored).
 
         Raises:
             InvalidInputError: no digest to check against.
@@ -249,61 +258,79 @@ class Uploads:
         row = await self._row(session_id)
         if all(d is None for d in (sha256, blake3, row.expected_sha256, row.expected_blake3)):
             raise InvalidInputError("finalize needs the sha256 or the blake3 of the blob")
-        if last_chunk is not None:
+        with self.claims.lock(session_id) as claim:
+            if claim.intent is None:
+                await self._claim(
+                    claim,
+                    row,
+                    sha256=sha256,
+                    blake3=blake3,
+                    body=last_chunk,
+                    offset=offset,
+                    actor=actor,
+                )
+            else:  # a claim left by a failed or crashed finalize
+                if last_chunk is not None:
+                    async for _ in last_chunk:
+                        pass
+                check_expected(claim.intent.digests, expected_of(row, sha256, blake3))
+            try:
+                blob = await self.claims.complete(claim, actor=actor)
+            except UploadNotFoundError:
+                claim.done = True
+                await self._delete_row(session_id)
+                raise
+            await self._delete_row(session_id)
+            claim.done = True
+        return blob
+
+    async def _claim(
+        self,
+        claim: Claim,
+        row: sa.Row[tuple[object, ...]],
+        *,
+        sha256: Digest | None,
+        blake3: Digest | None,
+        body: AsyncIterable[bytes] | None,
+        offset: int | None,
+        actor: str,
+    ) -> None:
+        """Hash the session's bytes, check them and claim them; a mismatch ends the session."""
+        session_id = claim.session_id
+        if body is not None:
             at = offset if offset is not None else self.path(session_id).stat().st_size
-            await self.append(session_id, at, last_chunk)
+            await self.append(session_id, at, body)
         with self._locked(session_id) as staged:
             hasher = await self._hasher_at(session_id, staged.size)
             digests: BlobDigests = hasher.result()
-        try:
-            sha256 = _agreed(sha256, row.expected_sha256, "sha256")
-            blake3 = _agreed(blake3, row.expected_blake3, "blake3")
-        except InvalidInputError:
-            await self.abort(session_id)
-            raise
-        expected = Expected(sha256=sha256, blake3=blake3, size=row.declared_size)
-        targets = self.registry.store.targets(
-            producer=row.producer, retention_class=row.retention_class
-        )
-        self._hashers.pop(session_id, None)
-        path = self.path(session_id)
-        claimed = self.staging.new_path()
-        path.replace(claimed)  # the session's bytes now belong to this finalize only
-        try:
-            blob, _ = await self.registry.store_staged(
-                claimed,
-                digests,
-                expected=expected,
-                targets=targets,
-                actor=actor,
-                keep_on_error=True,
+            try:
+                check_expected(digests, expected_of(row, sha256, blake3))
+            except (InvalidInputError, DigestMismatchError, SizeMismatchError):
+                await self.abort(session_id)
+                raise
+            targets = self.registry.store.targets(
+                producer=row.producer, retention_class=row.retention_class
             )
-        except BaseException:
-            # A mismatch removed the bytes (store_staged checks first): the
-            # session is over. A backend or the database failed: if the bytes
-            # were not taken yet, give them back to the session so the client
-            # can retry the PUT; otherwise the client starts a new session.
-            if claimed.exists():
-                claimed.replace(path)
-            else:
-                await self._delete_row(session_id)
-            raise
-        await self._delete_row(session_id)
-        return blob
+            # Under the session's lock: no append slips in between hash and claim.
+            self.claims.take(session_id, claim, Intent(digests, targets, actor))
+        self._hashers.pop(session_id, None)
 
-    async def _delete_row(self, session_id: uuid.UUID) -> None:
+    async def _delete_row(self, session_id: uuid.UUID) -> bool:
         async with autocommit(self.engine) as conn:
-            await conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == session_id))
-
-    async def abort(self, session_id: uuid.UUID) -> None:
-        """End a session and remove its bytes; unknown sessions raise ``UploadNotFoundError``."""
-        async with self.engine.begin() as conn:
             result = await conn.execute(
                 sa.delete(upload_sessions).where(upload_sessions.c.id == session_id)
             )
+        return bool(result.rowcount)
+
+    async def abort(self, session_id: uuid.UUID) -> None:
+        """End a session and remove its bytes; unknown sessions raise ``UploadNotFoundError``.
+
+        A claim it leaves (a finalize failed after claiming) is settled by ``expire``.
+        """
+        deleted = await self._delete_row(session_id)
         self._hashers.pop(session_id, None)
         self.path(session_id).unlink(missing_ok=True)
-        if result.rowcount == 0:
+        if not deleted:
             raise UploadNotFoundError(f"upload session {session_id} not found")
 
     async def expire(self, now: datetime | None = None) -> int:
@@ -333,6 +360,8 @@ class Uploads:
                     entry.unlink()
             except (ValueError, FileNotFoundError):
                 continue
+        await self.claims.settle(live)
+        self.staging.sweep_dead_owners()
         return len(expired)
 
     async def count_active(self) -> int:
@@ -348,6 +377,10 @@ class Uploads:
         try:
             staged = StagedFile(self.path(session_id), create=False)
         except FileNotFoundError:
+            if self.claims.size(session_id) is not None:
+                raise ConflictError(
+                    f"upload session {session_id} is being finalized; retry the PUT"
+                ) from None
             raise UploadNotFoundError(f"upload session {session_id} has no staged data") from None
         with staged:
             try:
@@ -367,22 +400,6 @@ class Uploads:
         await asyncio.to_thread(_rehash, hasher, self.path(session_id), offset)
         self._hashers[session_id] = hasher
         return hasher
-
-
-def _agreed(given: Digest | None, declared: bytes | None, algorithm: Algorithm) -> Digest | None:
-    """The digest to check: the one declared at create, which ``given`` must repeat.
-
-    Raises:
-        InvalidInputError: ``given`` differs from the declared one.
-    """
-    if declared is None:
-        return given
-    digest = Digest(algorithm, bytes(declared))
-    if given is not None and not given.matches(digest):
-        raise InvalidInputError(
-            f"{algorithm} at finalize differs from the one the session began with"
-        )
-    return digest
 
 
 def _rehash(hasher: DualHasher, path: Path, length: int) -> None:
