@@ -27,10 +27,23 @@ if TYPE_CHECKING:
 __all__ = ["Database", "create_engine", "open_database", "schema_is_current"]
 
 POOL_SIZE = 10
+CONNECT_TIMEOUT_SECONDS = 10
+COMMAND_TIMEOUT_SECONDS = 60
 
 
-def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
-    """An asyncpg engine sized for one process.
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    command_timeout: float = COMMAND_TIMEOUT_SECONDS,
+) -> AsyncEngine:
+    """An asyncpg engine sized for one process, whose every wait on the server ends.
+
+    ``connect_timeout`` bounds opening a connection and ``command_timeout``
+    each statement (asyncpg raises ``TimeoutError``), so a database that
+    stops answering (a stopped or partitioned server) fails requests instead
+    of holding them forever (``database.*_timeout_seconds``).
 
     No pre-ping: on asyncpg it costs three round trips per checkout
     (``BEGIN; ;  ROLLBACK``), a third of a small publish's. A connection
@@ -40,7 +53,12 @@ def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
     """
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+asyncpg://" + url.split("://", 1)[1]
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
+    )
 
 
 @asynccontextmanager
@@ -109,7 +127,11 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> D
         embedded = EmbeddedPostgres(settings.data_dir)
         url = embedded.start()
     do_migrate = (embedded is not None) if migrate is None else migrate
-    engine = create_engine(url)
+    engine = create_engine(
+        url,
+        connect_timeout=settings.database.connect_timeout_seconds,
+        command_timeout=settings.database.command_timeout_seconds,
+    )
     try:
         if do_migrate:
             await aupgrade(url)
