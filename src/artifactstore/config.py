@@ -75,6 +75,7 @@ DEFAULT_HEADER_TIMEOUT_SECONDS = 30  # a request head must be complete within th
 DEFAULT_BODY_TIMEOUT_SECONDS = 60  # longest wait for the next piece of a request body
 DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS = 5  # idle keep-alive connections are closed after this
 DEFAULT_MAX_CONNECTIONS = 1000  # per listener; more are answered 503 and closed
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024  # a longer request head is answered 431 and closed
 DEFAULT_READINESS_TIMEOUT_SECONDS = 2  # per /readyz check (the database, each backend)
 DEFAULT_DB_CONNECT_TIMEOUT_SECONDS = 10
 DEFAULT_DB_COMMAND_TIMEOUT_SECONDS = 60
@@ -149,6 +150,7 @@ class ServerSettings:
     body_timeout_seconds: int = DEFAULT_BODY_TIMEOUT_SECONDS
     keep_alive_timeout_seconds: int = DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     readiness_timeout_seconds: int = DEFAULT_READINESS_TIMEOUT_SECONDS
 
 
@@ -533,6 +535,7 @@ def load_settings(
             "keep_alive_timeout_seconds", DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS
         ),
         max_connections=srv.positive_int("max_connections", DEFAULT_MAX_CONNECTIONS),
+        max_header_bytes=srv.positive_int("max_header_bytes", DEFAULT_MAX_HEADER_BYTES),
         readiness_timeout_seconds=srv.positive_int(
             "readiness_timeout_seconds", DEFAULT_READINESS_TIMEOUT_SECONDS
         ),

@@ -119,7 +119,7 @@ def test_timeouts_and_limits_have_defaults_and_are_configurable(tmp_path: Path) 
     srv = default.server
     assert (srv.header_timeout_seconds, srv.body_timeout_seconds) == (30, 60)
     assert (srv.keep_alive_timeout_seconds, srv.max_connections) == (5, 1000)
-    assert srv.readiness_timeout_seconds == 2
+    assert (srv.readiness_timeout_seconds, srv.max_header_bytes) == (2, 65536)
     text = """
 [database]
 connect_timeout_seconds = 3
@@ -130,6 +130,7 @@ body_timeout_seconds = 6
 keep_alive_timeout_seconds = 7
 max_connections = 8
 readiness_timeout_seconds = 9
+max_header_bytes = 10
 [storage.backends.s]
 type = "s3"
 bucket = "b"
@@ -144,7 +145,7 @@ max_attempts = 1
     assert (s.database.connect_timeout_seconds, s.database.command_timeout_seconds) == (3, 4)
     assert (s.server.header_timeout_seconds, s.server.body_timeout_seconds) == (5, 6)
     assert (s.server.keep_alive_timeout_seconds, s.server.max_connections) == (7, 8)
-    assert s.server.readiness_timeout_seconds == 9
+    assert (s.server.readiness_timeout_seconds, s.server.max_header_bytes) == (9, 10)
     with pytest.raises(ConfigError, match=r"server\.max_connections"):
         load_settings(_write(tmp_path, "[server]\nmax_connections = 0"), environ={})
 

@@ -40,6 +40,7 @@ STATUS_BY_ERROR: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.UnauthorizedError, 401),
     (e.ForbiddenError, 403),
     (e.UnavailableError, 503),
+    (e.RequestTimeoutError, 408),
 )
 
 
@@ -71,6 +72,8 @@ async def _artifactstore_error(_request: Request, exc: Exception) -> JSONRespons
         headers[OFFSET_HEADER] = str(exc.detail.get("offset", 0))
     if isinstance(exc, e.InvalidRangeError) and "size" in exc.detail:
         headers["Content-Range"] = f"bytes */{exc.detail['size']}"
+    if isinstance(exc, e.RequestTimeoutError):  # the rest of its body is not coming
+        headers["Connection"] = "close"
     if isinstance(exc, e.UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="artifactstore"'
     if status >= 500:  # noqa: PLR2004 - server-side failures are logged, client errors are not

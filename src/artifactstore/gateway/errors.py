@@ -25,6 +25,7 @@ from artifactstore.errors import (
     InvalidRangeError,
     NotFoundError,
     PackageNotFoundError,
+    RequestTimeoutError,
     TooLargeError,
     UnavailableError,
     VersionNotFoundError,
@@ -65,6 +66,13 @@ S3_ERRORS: Final[Mapping[str, tuple[int, str]]] = {
     "NotModified": (304, "Not Modified"),
     "OperationAborted": (409, "A conflicting conditional operation is in progress."),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
+    "RequestTimeout": (
+        400,
+        (
+            "Your socket connection to the server was not read from or written to within "
+            "the timeout period."
+        ),
+    ),
     "RequestTimeTooSkewed": (
         403,
         "The difference between the request time and the server's time is too large.",
@@ -90,6 +98,7 @@ _FAMILY_TO_CODE: Final[tuple[tuple[type[ArtifactStoreError], str], ...]] = (
     (AuthError, "AccessDenied"),
     (ConflictError, "OperationAborted"),
     (UnavailableError, "ServiceUnavailable"),
+    (RequestTimeoutError, "RequestTimeout"),
     (IntegrityError, "InternalError"),
 )
 
