@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from tests.conformance.s3_support import S3Endpoint
+from tests.conformance.s3_support import S3Endpoint, s3_server_config
 from tests.e2e.serverproc import Server, cli, free_port
 
 if TYPE_CHECKING:
@@ -82,27 +82,12 @@ def test_stalled_s3_endpoint_answers_503_then_recovers(
     endpoint, moto = own_moto
     bucket = f"stall-{uuid.uuid4().hex[:12]}"
     endpoint.raw_client().create_bucket(Bucket=bucket)
+    toml, key_env = s3_server_config(
+        endpoint, bucket, connect_timeout_seconds=1, read_timeout_seconds=2, max_attempts=2
+    )
     config = tmp_path / "artifactstore.toml"
-    config.write_text(
-        f"""
-[storage]
-default = "objects"
-
-[storage.backends.objects]
-type = "s3"
-endpoint_url = "{endpoint.url}"
-bucket = "{bucket}"
-access_key_ref = "env:STALL_S3_KEY"
-secret_key_ref = "env:STALL_S3_SECRET"
-connect_timeout_seconds = 1
-read_timeout_seconds = 2
-max_attempts = 2
-"""
-    )
-    server = start_server(
-        config=config,
-        extra_env={"STALL_S3_KEY": endpoint.access_key, "STALL_S3_SECRET": endpoint.secret_key},
-    )
+    config.write_text(toml)
+    server = start_server(config=config, extra_env=key_env)
     src = tmp_path / "release"
     src.mkdir()
     (src / "a.txt").write_bytes(b"bytes that live in S3\n")
