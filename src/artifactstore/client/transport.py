@@ -74,8 +74,13 @@ def version_path(package: str, version: str) -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Transport failures and 5xx answers are worth retrying; 4xx answers are not."""
-    if isinstance(exc, errors.UnavailableError):
+    """Transport failures, 5xx answers and 408s are worth retrying; other 4xx answers are not.
+
+    A 408 says this client's request stalled (the server cut it off after
+    ``server.header_timeout_seconds`` or ``body_timeout_seconds``); trying
+    again, from the session's offset for an upload, is what helps.
+    """
+    if isinstance(exc, errors.UnavailableError | errors.RequestTimeoutError):
         return True
     if isinstance(exc, errors.ArtifactStoreError):
         status = exc.detail.get("http_status")
