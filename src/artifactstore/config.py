@@ -70,6 +70,18 @@ DEFAULT_MAX_BLOB_BYTES = 1024**4  # 1 TiB
 DEFAULT_MAX_CHUNK_BYTES = 16 * 1024**3  # 16 GiB per PATCH
 DEFAULT_MAX_INLINE_BYTES = 16 * 1024**2  # 16 MiB per POST /v1/blobs
 DEFAULT_UPLOAD_EXPIRY_SECONDS = 24 * 3600
+# Slow peers (docs/OPERATOR.md "Timeouts and limits"): every wait has an end.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 30  # a request head must be complete within this
+DEFAULT_BODY_TIMEOUT_SECONDS = 60  # longest wait for the next piece of a request body
+DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS = 5  # idle keep-alive connections are closed after this
+DEFAULT_MAX_CONNECTIONS = 1000  # per listener; more are answered 503 and closed
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024  # a longer request head is answered 431 and closed
+DEFAULT_READINESS_TIMEOUT_SECONDS = 2  # per /readyz check (the database, each backend)
+DEFAULT_DB_CONNECT_TIMEOUT_SECONDS = 10
+DEFAULT_DB_COMMAND_TIMEOUT_SECONDS = 60
+DEFAULT_S3_CONNECT_TIMEOUT_SECONDS = 5
+DEFAULT_S3_READ_TIMEOUT_SECONDS = 30
+DEFAULT_S3_MAX_ATTEMPTS = 3
 
 # Environment variable -> (section, key, kind). Each name is written once, here.
 ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
@@ -127,6 +139,8 @@ class DatabaseSettings:
     """``[database]``: absent ``url`` means the embedded cluster under the data dir."""
 
     url: str | None = None
+    connect_timeout_seconds: int = DEFAULT_DB_CONNECT_TIMEOUT_SECONDS
+    command_timeout_seconds: int = DEFAULT_DB_COMMAND_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,13 @@ class ServerSettings:
     port: int = DEFAULT_API_PORT
     # None: anonymous reads exactly when bound to loopback.
     anonymous_read: bool | None = None
+    # Slow clients, on both listeners (the REST API and the S3 gateway).
+    header_timeout_seconds: int = DEFAULT_HEADER_TIMEOUT_SECONDS
+    body_timeout_seconds: int = DEFAULT_BODY_TIMEOUT_SECONDS
+    keep_alive_timeout_seconds: int = DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    readiness_timeout_seconds: int = DEFAULT_READINESS_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +223,9 @@ class S3BackendSettings:
     sse: str | None = None
     multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD
     multipart_chunk_bytes: int = DEFAULT_MULTIPART_CHUNK
+    connect_timeout_seconds: int = DEFAULT_S3_CONNECT_TIMEOUT_SECONDS
+    read_timeout_seconds: int = DEFAULT_S3_READ_TIMEOUT_SECONDS
+    max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
     type: Literal["s3"] = "s3"
 
 
@@ -395,6 +419,13 @@ def _backend(name: str, r: _Reader, data_dir: Path) -> BackendSettings:
             sse=r.get("sse", str),
             multipart_threshold_bytes=threshold,
             multipart_chunk_bytes=chunk,
+            connect_timeout_seconds=r.positive_int(
+                "connect_timeout_seconds", DEFAULT_S3_CONNECT_TIMEOUT_SECONDS
+            ),
+            read_timeout_seconds=r.positive_int(
+                "read_timeout_seconds", DEFAULT_S3_READ_TIMEOUT_SECONDS
+            ),
+            max_attempts=r.positive_int("max_attempts", DEFAULT_S3_MAX_ATTEMPTS),
         )
         if (backend.access_key_ref is None) != (backend.secret_key_ref is None):
             raise r.fail("access_key_ref", "set both access_key_ref and secret_key_ref, or neither")
@@ -486,7 +517,15 @@ def load_settings(
     data_dir = data_dir.expanduser().absolute()
 
     db = _Reader(top.table_of("database"), "database", source)
-    database = DatabaseSettings(url=db.get("url", str))
+    database = DatabaseSettings(
+        url=db.get("url", str),
+        connect_timeout_seconds=db.positive_int(
+            "connect_timeout_seconds", DEFAULT_DB_CONNECT_TIMEOUT_SECONDS
+        ),
+        command_timeout_seconds=db.positive_int(
+            "command_timeout_seconds", DEFAULT_DB_COMMAND_TIMEOUT_SECONDS
+        ),
+    )
     db.finish()
 
     srv = _Reader(top.table_of("server"), "server", source)
@@ -494,6 +533,18 @@ def load_settings(
         host=srv.get("host", str, DEFAULT_HOST),
         port=srv.port("port", DEFAULT_API_PORT),
         anonymous_read=srv.get("anonymous_read", bool),
+        header_timeout_seconds=srv.positive_int(
+            "header_timeout_seconds", DEFAULT_HEADER_TIMEOUT_SECONDS
+        ),
+        body_timeout_seconds=srv.positive_int("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_SECONDS),
+        keep_alive_timeout_seconds=srv.positive_int(
+            "keep_alive_timeout_seconds", DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS
+        ),
+        max_connections=srv.positive_int("max_connections", DEFAULT_MAX_CONNECTIONS),
+        max_header_bytes=srv.positive_int("max_header_bytes", DEFAULT_MAX_HEADER_BYTES),
+        readiness_timeout_seconds=srv.positive_int(
+            "readiness_timeout_seconds", DEFAULT_READINESS_TIMEOUT_SECONDS
+        ),
     )
     srv.finish()
 

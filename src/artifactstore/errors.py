@@ -71,6 +71,7 @@ __all__ = [
     "NotLocalError",
     "PackageNotFoundError",
     "ReplayInProgressError",
+    "RequestTimeoutError",
     "SizeMismatchError",
     "TooLargeError",
     "UnauthorizedError",
@@ -294,6 +295,12 @@ class ViewsBusyError(UnavailableError):
     """Raised when a replay's swap waited too long for readers holding a view table."""
 
     code = "views_busy"
+
+
+class RequestTimeoutError(ArtifactStoreError):
+    """Raised when a client stops sending a request body it started (a 408; it may resume)."""
+
+    code = "request_timeout"
 
 
 class AuthError(ArtifactStoreError):

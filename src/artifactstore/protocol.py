@@ -57,6 +57,7 @@ _ERRORS_BY_STATUS: dict[int, type[errors.ArtifactStoreError]] = {
     401: errors.UnauthorizedError,
     403: errors.ForbiddenError,
     404: errors.NotFoundError,
+    408: errors.RequestTimeoutError,  # also the connection layer's plain-text 408
     409: errors.ConflictError,
     413: errors.TooLargeError,
     416: errors.InvalidRangeError,

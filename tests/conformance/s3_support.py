@@ -86,6 +86,31 @@ def empty_bucket(client: S3Client, bucket: str) -> None:
     client.delete_bucket(Bucket=bucket)
 
 
+def s3_server_config(
+    endpoint: S3Endpoint, bucket: str, **options: int | str
+) -> tuple[str, dict[str, str]]:
+    """A server's TOML with one s3 backend ``objects`` (the default), and the env its keys need."""
+    lines = "".join(
+        f"{k} = {v!r}\n" if isinstance(v, str) else f"{k} = {v}\n" for k, v in options.items()
+    )
+    toml = f"""
+[storage]
+default = "objects"
+
+[storage.backends.objects]
+type = "s3"
+endpoint_url = "{endpoint.url}"
+region = "{endpoint.region}"
+bucket = "{bucket}"
+access_key_ref = "env:E2E_S3_ACCESS_KEY"
+secret_key_ref = "env:E2E_S3_SECRET_KEY"
+{lines}"""
+    return toml, {
+        "E2E_S3_ACCESS_KEY": endpoint.access_key,
+        "E2E_S3_SECRET_KEY": endpoint.secret_key,
+    }
+
+
 def s3_settings(
     endpoint: S3Endpoint, bucket: str, tmp_path: Path, *, key_prefix: str = "", **extra: Any
 ) -> S3BackendSettings:

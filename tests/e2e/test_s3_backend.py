@@ -11,7 +11,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.conformance.s3_support import S3Endpoint, empty_bucket
+from tests.conformance.s3_support import S3Endpoint, empty_bucket, s3_server_config
 from tests.e2e.serverproc import Server, cli
 
 if TYPE_CHECKING:
@@ -29,30 +29,15 @@ def _round_trip(endpoint: S3Endpoint, start_server: Callable[..., Server], tmp_p
     client.create_bucket(Bucket=bucket)
     try:
         config = tmp_path / "artifactstore.toml"
-        config.write_text(
-            f"""
-[storage]
-default = "objects"
-
-[storage.backends.objects]
-type = "s3"
-endpoint_url = "{endpoint.url}"
-region = "{endpoint.region}"
-bucket = "{bucket}"
-key_prefix = "e2e"
-access_key_ref = "env:E2E_S3_ACCESS_KEY"
-secret_key_ref = "env:E2E_S3_SECRET_KEY"
-multipart_threshold_bytes = 8388608
-multipart_chunk_bytes = 5242880
-"""
+        toml, key_env = s3_server_config(
+            endpoint,
+            bucket,
+            key_prefix="e2e",
+            multipart_threshold_bytes=8388608,
+            multipart_chunk_bytes=5242880,
         )
-        server = start_server(
-            config=config,
-            extra_env={
-                "E2E_S3_ACCESS_KEY": endpoint.access_key,
-                "E2E_S3_SECRET_KEY": endpoint.secret_key,
-            },
-        )
+        config.write_text(toml)
+        server = start_server(config=config, extra_env=key_env)
         src = tmp_path / "release"
         src.mkdir()
         (src / "small.txt").write_text("small\n")

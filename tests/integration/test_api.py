@@ -449,6 +449,7 @@ async def test_a_path_with_a_bidi_override_is_refused(api: httpx.AsyncClient) ->
     [
         (RuntimeError("a bug"), 500, "internal_error"),
         (OSError(28, "No space left on device"), 507, "insufficient_storage"),
+        (TimeoutError(), 503, "unavailable"),
     ],
 )
 async def test_an_unforeseen_error_is_answered_as_json(

@@ -107,6 +107,49 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
         load_settings(_write(tmp_path, text), environ={})
 
 
+def test_timeouts_and_limits_have_defaults_and_are_configurable(tmp_path: Path) -> None:
+    """Every wait on a peer has a default bound, and each one can be set in the file."""
+    s3_only = _write(tmp_path, "[storage.backends.s]\ntype='s3'\nbucket='b'")
+    default = load_settings(s3_only, environ={})
+    s3 = default.effective_storage.backends["s"]
+    assert isinstance(s3, S3BackendSettings)
+    assert (s3.connect_timeout_seconds, s3.read_timeout_seconds, s3.max_attempts) == (5, 30, 3)
+    assert default.database.connect_timeout_seconds == 10
+    assert default.database.command_timeout_seconds == 60
+    srv = default.server
+    assert (srv.header_timeout_seconds, srv.body_timeout_seconds) == (30, 60)
+    assert (srv.keep_alive_timeout_seconds, srv.max_connections) == (5, 1000)
+    assert (srv.readiness_timeout_seconds, srv.max_header_bytes) == (2, 65536)
+    text = """
+[database]
+connect_timeout_seconds = 3
+command_timeout_seconds = 4
+[server]
+header_timeout_seconds = 5
+body_timeout_seconds = 6
+keep_alive_timeout_seconds = 7
+max_connections = 8
+readiness_timeout_seconds = 9
+max_header_bytes = 10
+[storage.backends.s]
+type = "s3"
+bucket = "b"
+connect_timeout_seconds = 1
+read_timeout_seconds = 2
+max_attempts = 1
+"""
+    s = load_settings(_write(tmp_path, text), environ={})
+    s3 = s.effective_storage.backends["s"]
+    assert isinstance(s3, S3BackendSettings)
+    assert (s3.connect_timeout_seconds, s3.read_timeout_seconds, s3.max_attempts) == (1, 2, 1)
+    assert (s.database.connect_timeout_seconds, s.database.command_timeout_seconds) == (3, 4)
+    assert (s.server.header_timeout_seconds, s.server.body_timeout_seconds) == (5, 6)
+    assert (s.server.keep_alive_timeout_seconds, s.server.max_connections) == (7, 8)
+    assert (s.server.readiness_timeout_seconds, s.server.max_header_bytes) == (9, 10)
+    with pytest.raises(ConfigError, match=r"server\.max_connections"):
+        load_settings(_write(tmp_path, "[server]\nmax_connections = 0"), environ={})
+
+
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     """A non-integer port in the environment names both key and variable."""
     with pytest.raises(ConfigError, match=r"server\.port.*ARTIFACTSTORE_SERVER_PORT"):

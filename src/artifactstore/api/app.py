@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 import artifactstore
+from artifactstore.api.body_timeout import BodyTimeoutMiddleware
 from artifactstore.api.errors import install_error_handlers
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics, MetricsMiddleware
@@ -144,5 +145,6 @@ def create_app(
     install_error_handlers(app)
     for module in (uploads, blobs, packages, events, system):
         app.include_router(module.router)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.server.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -41,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.ForbiddenError, 403),
     (e.InsufficientStorageError, 507),
     (e.UnavailableError, 503),
+    (e.RequestTimeoutError, 408),
 )
 
 
@@ -72,6 +73,8 @@ async def _artifactstore_error(_request: Request, exc: Exception) -> JSONRespons
         headers[OFFSET_HEADER] = str(exc.detail.get("offset", 0))
     if isinstance(exc, e.InvalidRangeError) and "size" in exc.detail:
         headers["Content-Range"] = f"bytes */{exc.detail['size']}"
+    if isinstance(exc, e.RequestTimeoutError):  # the rest of its body is not coming
+        headers["Connection"] = "close"
     if isinstance(exc, e.UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="artifactstore"'
     if isinstance(exc, e.DatabaseUnavailableError):
@@ -136,6 +139,9 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     """Anything unforeseen: logged with its traceback, answered as the JSON error shape."""
     if isinstance(exc, OSError) and e.is_disk_full(exc):
         return error_response(507, "insufficient_storage", "no space left on the device")
+    if isinstance(exc, TimeoutError):  # e.g. a statement past database.command_timeout_seconds
+        log.warning("request timed out waiting on a dependency")
+        return error_response(503, "unavailable", "a dependency gave no answer in time")
     log.error("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "the server failed; the log says why")
 

@@ -2,7 +2,8 @@
 
 Zero configuration works: embedded PostgreSQL and a ``local`` backend under
 the data dir. Both listeners share one registry (one pool, one set of
-backends) and run on one event loop (uvloop, httptools). SIGINT/SIGTERM stop
+backends) and run on one event loop (uvloop, httptools); both take the
+slow-client limits of ``[server]`` (``api.connections``). SIGINT/SIGTERM stop
 accepting connections and let in-flight requests finish (uvicorn's graceful
 shutdown), then the registry closes and the embedded cluster is released.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     import uvicorn
 
-    from artifactstore.config import Settings
+    from artifactstore.config import ServerSettings, Settings
     from artifactstore.registry import Registry
 
 __all__ = ["run_server", "serve_command"]
@@ -69,8 +70,12 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(app: Callable[..., Any], host: str, port: int) -> uvicorn.Server:
+def _server(
+    app: Callable[..., Any], host: str, port: int, limits: ServerSettings
+) -> uvicorn.Server:
     import uvicorn  # noqa: PLC0415 - the server extra, loaded by serve only (docs/CLIENT.md)
+
+    from artifactstore.api.connections import guarded_protocol  # noqa: PLC0415 - uvicorn
 
     class _Server(uvicorn.Server):
         """A uvicorn server whose signals ``run_server`` handles for both listeners."""
@@ -84,7 +89,8 @@ def _server(app: Callable[..., Any], host: str, port: int) -> uvicorn.Server:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),  # httptools, with a head deadline and a cap
+        timeout_keep_alive=limits.keep_alive_timeout_seconds,
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -110,11 +116,12 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
             sock.close()
         raise
     try:
-        servers = [_server(create_app(settings, registry=registry, host=host), host, port)]
+        app = create_app(settings, registry=registry, host=host)
+        servers = [_server(app, host, port, settings.server)]
         if s3_port is not None:
             gateway = _gateway_app(settings, registry, host)
             if gateway is not None:
-                servers.append(_server(gateway, gateway_host, s3_port))
+                servers.append(_server(gateway, gateway_host, s3_port, settings.server))
         loop = asyncio.get_running_loop()
 
         def stop() -> None:

@@ -74,13 +74,16 @@ def version_path(package: str, version: str) -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Transport failures and 5xx answers are worth retrying; 4xx and a full disk (507) are not.
+    """Transport failures, 5xx answers and 408s are worth retrying; other 4xx and 507 are not.
 
-    A 507 becomes ``InsufficientStorageError`` (``protocol.error_from_body``).
+    A 408 says this client's request stalled (the server cut it off after
+    ``server.header_timeout_seconds`` or ``body_timeout_seconds``); trying
+    again, from the session's offset for an upload, is what helps. A 507 (a
+    full disk, ``InsufficientStorageError``) does not go away in seconds.
     """
     if isinstance(exc, errors.InsufficientStorageError):
         return False
-    if isinstance(exc, errors.UnavailableError):
+    if isinstance(exc, errors.UnavailableError | errors.RequestTimeoutError):
         return True
     if isinstance(exc, errors.ArtifactStoreError):
         status = exc.detail.get("http_status")

@@ -32,10 +32,24 @@ POOL_SIZE = 10
 POOL_TIMEOUT_SECONDS = 30.0
 #: How long one connect attempt may take (asyncpg's default is 60 s).
 CONNECT_TIMEOUT_SECONDS = 10.0
+#: How long one statement may take (``database.command_timeout_seconds``).
+COMMAND_TIMEOUT_SECONDS = 60.0
 
 
-def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    command_timeout: float = COMMAND_TIMEOUT_SECONDS,
+) -> AsyncEngine:
     """An asyncpg engine sized for one process, that survives a database restart.
+
+    Every wait on the server ends: ``connect_timeout`` bounds opening a
+    connection and ``command_timeout`` each statement (asyncpg raises
+    ``TimeoutError``), so a database that stops answering (a stopped or
+    partitioned server) fails requests instead of holding them forever
+    (``database.*_timeout_seconds``).
 
     No pre-ping: on asyncpg it costs three round trips per checkout
     (``BEGIN; ;  ROLLBACK``), a third of a small publish's. Instead a
@@ -54,7 +68,7 @@ def create_engine(url: str, *, pool_size: int = POOL_SIZE) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=POOL_TIMEOUT_SECONDS,
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
     sa.event.listen(engine.sync_engine, "do_connect", _connect)
     sa.event.listen(engine.sync_engine.pool, "checkout", _drop_closed)
@@ -144,7 +158,11 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> D
         embedded = EmbeddedPostgres(settings.data_dir)
         url = embedded.start()
     do_migrate = (embedded is not None) if migrate is None else migrate
-    engine = create_engine(url)
+    engine = create_engine(
+        url,
+        connect_timeout=settings.database.connect_timeout_seconds,
+        command_timeout=settings.database.command_timeout_seconds,
+    )
     try:
         if do_migrate:
             await aupgrade(url)

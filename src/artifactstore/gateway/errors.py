@@ -26,6 +26,7 @@ from artifactstore.errors import (
     InvalidRangeError,
     NotFoundError,
     PackageNotFoundError,
+    RequestTimeoutError,
     TooLargeError,
     UnavailableError,
     VersionNotFoundError,
@@ -66,6 +67,13 @@ S3_ERRORS: Final[Mapping[str, tuple[int, str]]] = {
     "NotModified": (304, "Not Modified"),
     "OperationAborted": (409, "A conflicting conditional operation is in progress."),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
+    "RequestTimeout": (
+        400,
+        (
+            "Your socket connection to the server was not read from or written to within "
+            "the timeout period."
+        ),
+    ),
     "RequestTimeTooSkewed": (
         403,
         "The difference between the request time and the server's time is too large.",
@@ -91,6 +99,7 @@ _FAMILY_TO_CODE: Final[tuple[tuple[type[ArtifactStoreError], str], ...]] = (
     (AuthError, "AccessDenied"),
     (ConflictError, "OperationAborted"),
     (UnavailableError, "ServiceUnavailable"),
+    (RequestTimeoutError, "RequestTimeout"),
     (IntegrityError, "InternalError"),
 )
 
@@ -143,6 +152,8 @@ def s3_error_for(exc: Exception, *, resource: str | None = None) -> S3Error:
     if isinstance(exc, S3Error):
         return exc
     exc = database_outage(exc) or exc
+    if isinstance(exc, TimeoutError):  # a statement past database.command_timeout_seconds
+        exc = UnavailableError("a dependency gave no answer in time")
     if isinstance(exc, ArtifactStoreError):
         for family, code in _FAMILY_TO_CODE:
             if isinstance(exc, family):

@@ -11,6 +11,7 @@ Failed, missing and deleted copies are never read.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from artifactstore.errors import (
     DigestMismatchError,
 )
 from artifactstore.registry import queries
+from artifactstore.storage.spi import BackendHealth
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from artifactstore.config import StorageSettings
     from artifactstore.digests import BlobDigests, Digest
     from artifactstore.storage.spi import (
-        BackendHealth,
         ByteRange,
         ObjectInfo,
         ObjectStream,
@@ -144,9 +145,23 @@ class BlobStore:
 
         return await self.backend(target).put_stream(sha256, checked(), expected.size)
 
-    async def health(self) -> dict[str, BackendHealth]:
-        """Each backend's health, by name."""
-        return {name: await backend.health() for name, backend in self.backends.items()}
+    async def health(self, *, within: float | None = None) -> dict[str, BackendHealth]:
+        """Each backend's health, by name, asked of all at once.
+
+        With ``within`` (seconds), a backend that has not answered within it is
+        reported unhealthy ("no answer within N s"), so one stalled endpoint
+        neither delays the others' answers nor the caller's beyond ``within``.
+        """
+
+        async def probe(backend: StorageBackend) -> BackendHealth:
+            try:
+                return await asyncio.wait_for(backend.health(), within)
+            except TimeoutError:
+                return BackendHealth(ok=False, detail=f"no answer within {within:g} s")
+
+        names = list(self.backends)
+        answers = await asyncio.gather(*(probe(self.backends[n]) for n in names))
+        return dict(zip(names, answers, strict=True))
 
     async def aclose(self) -> None:
         """Close every backend."""

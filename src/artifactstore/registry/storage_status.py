@@ -8,9 +8,11 @@ One place answers "how is storage doing" for ``/v1/storage``, ``/readyz``,
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from artifactstore.errors import DatabaseUnavailableError
 from artifactstore.registry import queries
 from artifactstore.views import LocationState
 
@@ -74,10 +76,26 @@ async def location_counts(registry: Registry) -> dict[str, dict[str, int]]:
     return counts
 
 
-async def storage_status(registry: Registry) -> list[BackendStatus]:
-    """Every configured backend with its health and location counts."""
-    counts = await location_counts(registry)
-    health = await registry.store.health()
+async def _counts_within(registry: Registry, within: float | None) -> dict[str, dict[str, int]]:
+    try:
+        return await asyncio.wait_for(location_counts(registry), within)
+    except TimeoutError:
+        raise DatabaseUnavailableError(f"the database gave no answer within {within:g} s") from None
+
+
+async def storage_status(registry: Registry, *, within: float | None = None) -> list[BackendStatus]:
+    """Every configured backend with its health and location counts.
+
+    With ``within`` (the readiness probe's), the database and each backend
+    are asked at once and each gets that long: a backend that does not answer
+    is reported unhealthy (``BlobStore.health``).
+
+    Raises:
+        DatabaseUnavailableError: the counts did not come within ``within`` seconds.
+    """
+    counts, health = await asyncio.gather(
+        _counts_within(registry, within), registry.store.health(within=within)
+    )
     default = registry.store.settings.default
     return [
         BackendStatus(

@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from artifactstore.storage.spi import ByteRange
 
 __all__ = [
-    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PART_CONCURRENCY",
     "MAX_PARTS",
     "S3Backend",
@@ -75,7 +74,6 @@ __all__ = [
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
 DEFAULT_PART_CONCURRENCY = 4
-DEFAULT_MAX_ATTEMPTS = 5
 HEALTH_DIR = ".health"
 _MIB = 1024 * 1024
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -156,7 +154,7 @@ class S3Backend(AsyncCloseable):
         cls,
         settings: S3BackendSettings,
         *,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         part_concurrency: int = DEFAULT_PART_CONCURRENCY,
         checksum_parts: bool = False,
     ) -> Self:
@@ -164,7 +162,12 @@ class S3Backend(AsyncCloseable):
 
         ``checksum_parts`` also sends a SHA-256 checksum with every multipart
         part (one extra hash pass over the bytes; see the design note).
-        Nothing is contacted yet; ``health`` does that.
+        Nothing is contacted yet; ``health`` does that. Every call is bounded:
+        ``connect_timeout_seconds`` and ``read_timeout_seconds`` per attempt,
+        ``max_attempts`` attempts (``max_attempts`` here overrides the
+        setting), so a stalled endpoint costs a caller at most about
+        ``max_attempts * (connect + read)`` seconds, then a
+        ``BackendUnavailableError``.
 
         Raises:
             ConfigError: a credential reference cannot be resolved.
@@ -175,7 +178,7 @@ class S3Backend(AsyncCloseable):
             secret_key = settings.secret_key_ref.reveal()
         config = AioConfig(
             region_name=settings.region,
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "max_attempts": max_attempts or settings.max_attempts},
             # botocore >= 1.36 would otherwise add CRC32 checksums to every
             # upload, as aws-chunked trailers over TLS, which many S3-compatible
             # servers (older Ceph RGW, some MinIO) reject. We send the one
@@ -186,8 +189,8 @@ class S3Backend(AsyncCloseable):
             # DNS: bucket in the path, not the host name.
             s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
             max_pool_connections=max(10, 2 * part_concurrency),
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
         )
         session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
         stack = contextlib.AsyncExitStack()

@@ -3,7 +3,9 @@
 ``/healthz`` answers while the process runs. ``/readyz`` checks the database
 and every backend, and reports ``degraded`` while any storage location is
 ``failed`` or ``missing`` (a verify pass that succeeds clears it); it is 503
-only when the database or a backend is unreachable.
+only when the database or a backend is unreachable. Each of those checks
+has ``server.readiness_timeout_seconds`` to answer (all run at once), so the
+probe answers promptly and names what is slow even when an endpoint hangs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from artifactstore.api.services import ActorRead, ServicesDep
+from artifactstore.api.services import ActorRead, Services, ServicesDep
+from artifactstore.errors import ArtifactStoreError
 from artifactstore.events import last_seq
 from artifactstore.registry.storage_status import (
     PROBLEM_STATES,
@@ -25,6 +28,11 @@ from artifactstore.registry.storage_status import (
 __all__ = ["router"]
 
 router = APIRouter(tags=["system"])
+
+
+def _deadline(services: Services) -> float:
+    """How long the database and each backend get to answer a health question."""
+    return services.settings.server.readiness_timeout_seconds
 
 
 @router.get("/healthz", summary="Liveness")
@@ -39,11 +47,10 @@ async def readyz(services: ServicesDep) -> Response:
     report: dict[str, Any] = {"status": "ok", "database": "ok", "backends": {}}
     status_code = 200
     try:
-        backends = await storage_status(services.registry)
+        backends = await storage_status(services.registry, within=_deadline(services))
     except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-        return JSONResponse(
-            {"status": "unavailable", "database": f"error: {type(exc).__name__}"}, status_code=503
-        )
+        why = exc.message if isinstance(exc, ArtifactStoreError) else type(exc).__name__
+        return JSONResponse({"status": "unavailable", "database": f"error: {why}"}, status_code=503)
     for b in backends:
         report["backends"][b.name] = {"healthy": b.healthy, "detail": b.detail}
         if not b.healthy:
@@ -60,7 +67,7 @@ async def readyz(services: ServicesDep) -> Response:
 @router.get("/v1/storage", tags=["storage"], summary="Backends, their health and location counts")
 async def storage(services: ServicesDep, _actor: ActorRead) -> dict[str, Any]:
     """Each backend: type, health, locations by state."""
-    backends = await storage_status(services.registry)
+    backends = await storage_status(services.registry, within=_deadline(services))
     return {
         "backends": [
             {
