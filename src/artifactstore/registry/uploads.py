@@ -185,8 +185,9 @@ class Uploads:
     ) -> int:
         """Append a chunk at ``offset``; returns the new offset once the bytes are durable.
 
-        Bytes received before a dropped connection stay staged (the offset
-        moves past them), so the client resumes after them.
+        Bytes received before a dropped or stalled connection stay staged up
+        to the last whole piece written (``INGEST_PIECE_BYTES``; the rest was
+        never acknowledged), so the client resumes from the offset HEAD gives.
 
         Raises:
             UploadNotFoundError: unknown or expired session.
