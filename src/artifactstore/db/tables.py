@@ -9,8 +9,10 @@ constraints predictably. Three kinds of table live here:
   ``package_files``, ``api_tokens``, ``view_positions``) - derived from events
   only; ``registry.rebuild`` rebuilds every table of ``VIEW_TABLES`` in
   shadow copies and swaps them in, so a view added here is replayed too.
-* operational state (``upload_sessions``, ``blob_blocks``) - not history:
-  staged uploads and the postgres backend's bytes. Never replayed.
+* operational state (``upload_sessions``, ``blob_blocks``, ``blob_objects``,
+  ``server_secrets``) - not history: staged uploads, the postgres backend's
+  bytes, and secrets every replica shares (never events: events are public).
+  Never replayed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "package_files",
     "package_versions",
     "packages",
+    "server_secrets",
     "storage_locations",
     "upload_sessions",
     "view_positions",
@@ -200,6 +203,17 @@ blob_objects = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("block_size", sa.Integer, nullable=False),
     sa.Column("created_at", TZ, nullable=False),
+)
+
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    # Named values every replica on this database must agree on, e.g. the key that
+    # signs S3 continuation tokens; created once, never rewritten (migration 0005).
+    # Only ``registry/server_secrets.py`` reads or writes it.
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 
 VIEW_TABLES = (
