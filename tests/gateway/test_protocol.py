@@ -14,13 +14,11 @@ from tests.gateway.support import ACCESS_KEY, SECRET_KEY
 
 from artifactstore.config import GatewaySettings
 from artifactstore.gateway.app import create_gateway_app
-from artifactstore.gateway.listing import TOKEN_KEY_FILE, list_page, load_token_key
+from artifactstore.gateway.listing import list_page
 from artifactstore.gateway.sigv4 import sign_request
 from artifactstore.registry import Registry
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from mypy_boto3_s3 import S3Client
     from tests.gateway.support import DataSet
 
@@ -125,15 +123,6 @@ def test_start_after_and_v1_marker(s3: S3Client, dataset: DataSet) -> None:
     assert v1["NextMarker"] == "1.0.0/"
     rest = s3.list_objects(Bucket="demo", Delimiter="/", Marker=v1["NextMarker"])
     assert [p["Prefix"] for p in rest["CommonPrefixes"]] == ["2.0.0/"]
-
-
-def test_token_key_is_stable_and_private(tmp_path: Path) -> None:
-    """The token key file is made once with mode 0600 and gives the same key every time."""
-    first = load_token_key(tmp_path)
-    assert (tmp_path / TOKEN_KEY_FILE).stat().st_mode & 0o777 == 0o600
-    assert load_token_key(tmp_path) == first
-    (tmp_path / TOKEN_KEY_FILE).unlink()
-    assert load_token_key(tmp_path) != first
 
 
 class CountingRegistry(Registry):

@@ -91,7 +91,7 @@ class GatewayApp:
         self.bind = host
         self.auth = Authenticator.from_settings(settings.gateway, host=host)
         self.bases = host_bases([settings.gateway.host, host])
-        self.token_key = load_token_key(settings.data_dir)
+        self._token_key: bytes | None = None
         self.include_yanked = settings.gateway.list_yanked
         self._registry = registry
         self._owned = registry is None
@@ -111,6 +111,16 @@ class GatewayApp:
             raise RuntimeError("the gateway's registry is not open (lifespan not run)")
         return self._catalog
 
+    async def token_key(self) -> bytes:
+        """The continuation-token key, loaded from the database once (at start-up, by the lifespan).
+
+        An app served without a lifespan (``httpx.ASGITransport``) loads it at
+        its first listing instead; concurrent first loads agree, as replicas do.
+        """
+        if self._token_key is None:
+            self._token_key = await load_token_key(self.registry.engine, self.settings.data_dir)
+        return self._token_key
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope: ``http`` requests and the ``lifespan``."""
         if scope["type"] == "http":
@@ -128,6 +138,7 @@ class GatewayApp:
                     if self._registry is None:
                         self._registry = await Registry.open(self.settings)
                         self._catalog = Catalog(self._registry)
+                    await self.token_key()
                 except Exception as exc:
                     log.exception("S3 gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -224,7 +235,7 @@ class GatewayApp:
                 self.registry,
                 bucket,
                 params,
-                token_key=self.token_key,
+                token_key=await self.token_key(),
                 include_yanked=self.include_yanked,
             )
         return await buckets.list_objects_v1(
@@ -309,7 +320,8 @@ def create_gateway_app(
     None opens one in the lifespan (and closes it on shutdown). ``host`` is
     the address the REST API binds; the gateway binds ``gateway.host`` when
     set, else the same, and that address decides anonymous reads. Resolves
-    the credentials' secrets and creates the continuation-token key file now.
+    the credentials' secrets now; the lifespan loads (or, on a new database,
+    creates) the continuation-token key shared by every replica.
 
     Raises:
         ConfigError: a credential's secret cannot be resolved.

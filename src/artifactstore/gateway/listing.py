@@ -4,7 +4,8 @@ Owns: walking a package's files in key order (``Registry.files``, a keyset
 scan of the ``(package, key)`` index in "C" collation, i.e. UTF-8 byte
 order, as S3 lists), rolling keys up into ``CommonPrefixes`` under a
 delimiter, deciding ``IsTruncated`` and where the next page starts, and the
-stable HMAC key that continuation tokens are signed with. It does not parse
+HMAC key that continuation tokens are signed with (derived from a secret
+every replica shares in the database, ``registry/server_secrets.py``). It does not parse
 query parameters or render XML (``gateway/app.py`` and ``gateway/xml.py``).
 
 Rolled-up prefixes are skipped, not scanned: after emitting the common
@@ -24,12 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from artifactstore.registry.server_secrets import shared_secret
+
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from artifactstore.registry import Registry
     from artifactstore.registry.records import FileRecord
@@ -38,6 +44,7 @@ __all__ = [
     "MAX_CODE_POINT",
     "MAX_KEYS",
     "TOKEN_KEY_FILE",
+    "TOKEN_SECRET_NAME",
     "ListingPage",
     "list_page",
     "load_token_key",
@@ -46,10 +53,13 @@ __all__ = [
 
 MAX_KEYS = 1000
 MAX_CODE_POINT = "\U0010ffff"
-TOKEN_KEY_FILE = "gateway-token-key"  # noqa: S105 - a file name
+TOKEN_KEY_FILE = "gateway-token-key"  # noqa: S105 - a file name; legacy, only ever adopted
+TOKEN_SECRET_NAME = "gateway.continuation-token"  # noqa: S105 - a row name in server_secrets
 _TOKEN_KEY_LABEL = b"artifactstore.gateway.continuation-token.v1"
 _SECRET_BYTES = 32
 _MIN_BATCH = 16
+
+log = logging.getLogger("artifactstore.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,30 +77,43 @@ class ListingPage:
     last: str | None
 
 
-def load_token_key(data_dir: Path) -> bytes:
-    """The continuation-token key: HMAC of ``<data_dir>/gateway-token-key`` (created 0600).
+async def load_token_key(engine: AsyncEngine, data_dir: Path) -> bytes:
+    """The continuation-token key: HMAC of the secret every replica shares in the database.
 
-    The secret is 32 random bytes made once, atomically (``O_EXCL``); every
-    later start, and every process sharing the data dir, derives the same
-    key, so tokens survive restarts. Deleting the file invalidates every
-    outstanding token (clients see ``InvalidArgument`` and restart listing).
+    The secret is the ``server_secrets`` row ``TOKEN_SECRET_NAME``, made once
+    by whichever server starts first (``registry.server_secrets``), so every
+    replica on the database and every later start derives the same key and
+    tokens work on any replica and survive restarts. When a start finds no
+    row, the secret of a legacy ``<data_dir>/gateway-token-key`` (its home
+    before migration 0005) is stored instead of fresh random bytes, so
+    tokens issued before the upgrade keep working; once the row exists the
+    file is never read again, and it is never created. Deleting the row
+    (and restarting every replica) invalidates every outstanding token:
+    clients see ``InvalidArgument`` and restart the listing.
     """
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = data_dir / TOKEN_KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_bytes()
-    else:
-        secret = os.urandom(_SECRET_BYTES)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secret)
-            fh.flush()
-            os.fsync(fh.fileno())
-    if len(secret) < _SECRET_BYTES:
-        # A racing creator has not written yet, or the file was truncated: re-read once.
-        secret = path.read_bytes()
+    legacy_path = data_dir / TOKEN_KEY_FILE
+    legacy: list[bytes] = []
+
+    def make() -> bytes:
+        legacy[:] = [found] if (found := _legacy_secret(legacy_path)) else []
+        return legacy[0] if legacy else os.urandom(_SECRET_BYTES)
+
+    secret = await shared_secret(engine, TOKEN_SECRET_NAME, make)
+    if legacy and legacy[0] == secret:
+        log.info("adopted the continuation-token secret of %s; it is no longer used", legacy_path)
     return hmac.new(secret, _TOKEN_KEY_LABEL, hashlib.sha256).digest()
+
+
+def _legacy_secret(path: Path) -> bytes | None:
+    """The secret of a data dir's legacy key file, or None if there is no usable one."""
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(secret) < _SECRET_BYTES:
+        log.warning("ignoring %s: %d bytes, not %d", path, len(secret), _SECRET_BYTES)
+        return None
+    return secret
 
 
 def _rollup(key: str, prefix: str, delimiter: str | None) -> str | None:
