@@ -1,4 +1,4 @@
-"""Each view's SQL has one home: the blob views are read only in ``registry/queries/blobs.py``."""
+"""Each table's SQL has one home: blob views in ``registry/queries/blobs.py``, secrets in theirs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ SOURCE = Path(artifactstore.__file__).parent
 BLOB_VIEWS = frozenset({"blobs", "storage_locations"})
 # VIEW_TABLES holds both views (views.replay and views.snapshot walk it).
 TABLE_OBJECTS = BLOB_VIEWS | {"VIEW_TABLES"}
-SQL_TEXT = re.compile(r"(?i)\b(?:from|join|into|update|table)\s+(?:blobs|storage_locations)\b")
+SERVER_SECRETS = frozenset({"server_secrets"})
+
+
+def _sql_text(names: frozenset[str]) -> re.Pattern[str]:
+    alternatives = "|".join(sorted(names))
+    return re.compile(rf"(?i)\b(?:from|join|into|update|table)\s+(?:{alternatives})\b")
+
 
 # Where the blob views may be named, and why:
 # - db/: tables.py defines them (engine, migrations and embedded PostgreSQL name no view);
@@ -25,32 +31,38 @@ SQL_TEXT = re.compile(r"(?i)\b(?:from|join|into|update|table)\s+(?:blobs|storage
 # only to create its own tables (``blob_blocks``, ``blob_objects``); a lookup of
 # a blob view through ``metadata.tables`` would be caught below.
 HOMES = ("db/", "views/", "registry/queries/blobs.py", "registry/rebuild.py")
+# ``server_secrets`` (secrets every replica shares, never events): db/tables.py
+# declares it, registry/server_secrets.py is its only reader and writer.
+SECRET_HOMES = ("db/", "registry/server_secrets.py")
 
 
-def _names_view(target: ast.expr, keys: list[ast.expr]) -> bool:
-    """``target`` is a table collection or constructor and one of ``keys`` is a blob view's name."""
+def _names_view(target: ast.expr, keys: list[ast.expr], names: frozenset[str]) -> bool:
+    """``target`` is a table collection or constructor and one of ``keys`` is in ``names``."""
     return ast.unparse(target).lower().endswith(("tables", "table")) and any(
-        isinstance(k, ast.Constant) and k.value in BLOB_VIEWS for k in keys
+        isinstance(k, ast.Constant) and k.value in names for k in keys
     )
 
 
-def _references(source: str) -> set[str]:
-    """The spellings in ``source`` that reach a blob view's table or name it in SQL text."""
+def _references(
+    source: str, names: frozenset[str] = BLOB_VIEWS, objects: frozenset[str] = TABLE_OBJECTS
+) -> set[str]:
+    """The spellings in ``source`` that reach a table of ``names`` or name it in SQL text."""
     found: set[str] = set()
+    sql_text = _sql_text(names)
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module == "artifactstore.db.tables":
-            found |= {f"import {a.name}" for a in node.names if a.name in TABLE_OBJECTS}
-        elif isinstance(node, ast.Attribute) and node.attr in TABLE_OBJECTS:
+            found |= {f"import {a.name}" for a in node.names if a.name in objects}
+        elif isinstance(node, ast.Attribute) and node.attr in objects:
             if ast.unparse(node.value).endswith("tables"):  # tables.blobs, db.tables.blobs
                 found.add(f"attribute {ast.unparse(node)}")
-        elif isinstance(node, ast.Subscript) and _names_view(node.value, [node.slice]):
+        elif isinstance(node, ast.Subscript) and _names_view(node.value, [node.slice], names):
             found.add(f"lookup {ast.unparse(node)[:60]}")  # metadata.tables["blobs"]
-        elif isinstance(node, ast.Call) and _names_view(node.func, node.args[:1]):
+        elif isinstance(node, ast.Call) and _names_view(node.func, node.args[:1], names):
             found.add(f"table {ast.unparse(node)[:60]}")  # sa.table("blobs", ...)
         elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
-            and SQL_TEXT.search(node.value)
+            and sql_text.search(node.value)
         ):
             found.add(f"SQL {node.value[:60]!r}")
     return found
@@ -94,3 +106,27 @@ def test_every_spelling_of_a_blob_view_is_caught() -> None:
     ]
     for source in harmless:
         assert not _references(source), source
+
+
+def test_server_secrets_are_named_only_in_their_home() -> None:
+    """Outside db/ and registry/server_secrets.py no module reaches the server_secrets table."""
+    strays = {}
+    for path in sorted(SOURCE.rglob("*.py")):
+        relative = path.relative_to(SOURCE).as_posix()
+        if relative.startswith(SECRET_HOMES):
+            continue
+        if found := _references(path.read_text(), SERVER_SECRETS, SERVER_SECRETS):
+            strays[relative] = sorted(found)
+    assert strays == {}
+    home = (SOURCE / "registry/server_secrets.py").read_text()
+    assert _references(home, SERVER_SECRETS, SERVER_SECRETS)
+    for stray in (
+        "from artifactstore.db.tables import server_secrets",
+        "'SELECT value FROM server_secrets'",
+    ):
+        assert _references(stray, SERVER_SECRETS, SERVER_SECRETS), stray
+    assert not _references(
+        "from artifactstore.registry.server_secrets import shared_secret",
+        SERVER_SECRETS,
+        SERVER_SECRETS,
+    )
