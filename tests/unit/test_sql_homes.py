@@ -68,16 +68,23 @@ def _references(
     return found
 
 
-def test_blob_views_are_named_only_in_their_homes() -> None:
-    """Outside db/, views/ and queries/blobs.py no module reaches blobs or storage_locations."""
-    strays = {}
+def _strays(
+    homes: tuple[str, ...], names: frozenset[str], objects: frozenset[str]
+) -> dict[str, list[str]]:
+    """Each module outside ``homes`` that reaches a table of ``names``, with how it does."""
+    strays: dict[str, list[str]] = {}
     for path in sorted(SOURCE.rglob("*.py")):
         relative = path.relative_to(SOURCE).as_posix()
-        if relative.startswith(HOMES):
-            continue
-        if found := _references(path.read_text()):
+        if not relative.startswith(homes) and (
+            found := _references(path.read_text(), names, objects)
+        ):
             strays[relative] = sorted(found)
-    assert strays == {}
+    return strays
+
+
+def test_blob_views_are_named_only_in_their_homes() -> None:
+    """Outside db/, views/ and queries/blobs.py no module reaches blobs or storage_locations."""
+    assert _strays(HOMES, BLOB_VIEWS, TABLE_OBJECTS) == {}
     assert _references((SOURCE / "registry/queries/blobs.py").read_text())
 
 
@@ -110,14 +117,7 @@ def test_every_spelling_of_a_blob_view_is_caught() -> None:
 
 def test_server_secrets_are_named_only_in_their_home() -> None:
     """Outside db/ and registry/server_secrets.py no module reaches the server_secrets table."""
-    strays = {}
-    for path in sorted(SOURCE.rglob("*.py")):
-        relative = path.relative_to(SOURCE).as_posix()
-        if relative.startswith(SECRET_HOMES):
-            continue
-        if found := _references(path.read_text(), SERVER_SECRETS, SERVER_SECRETS):
-            strays[relative] = sorted(found)
-    assert strays == {}
+    assert _strays(SECRET_HOMES, SERVER_SECRETS, SERVER_SECRETS) == {}
     home = (SOURCE / "registry/server_secrets.py").read_text()
     assert _references(home, SERVER_SECRETS, SERVER_SECRETS)
     for stray in (
