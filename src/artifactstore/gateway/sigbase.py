@@ -16,6 +16,7 @@ reference; the error fields follow what S3 answers.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,6 +38,7 @@ __all__ = [
     "has_signature",
     "header_map",
     "header_pairs",
+    "parse_amz_date",
     "parse_http_date",
     "parse_query",
     "query_pairs",
@@ -46,6 +48,8 @@ __all__ = [
     "text",
     "uri_encode",
 ]
+
+_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 SecretLookup = Callable[[str], str | None]
@@ -179,6 +183,18 @@ def detect_scheme(raw_query: str | bytes, headers: HeaderInput) -> Scheme:
 
 
 # --- shared checks ---------------------------------------------------------
+
+
+def parse_amz_date(value: str, code: str) -> datetime:
+    """``yyyyMMddTHHmmssZ`` (``x-amz-date``, both schemes) as an aware UTC time, else ``code``."""
+    if not _AMZ_DATE_RE.fullmatch(value):
+        raise SignatureError(
+            code, "X-Amz-Date must be in the ISO 8601 basic format yyyyMMddTHHmmssZ"
+        )
+    try:
+        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise SignatureError(code, "X-Amz-Date is not a valid date") from exc
 
 
 def parse_http_date(value: str) -> datetime:

@@ -50,6 +50,7 @@ from artifactstore.gateway.sigbase import (
     digests_match,
     expired,
     header_pairs,
+    parse_amz_date,
     parse_http_date,
     parse_query,
     reencoded_uri,
@@ -117,7 +118,6 @@ SUBRESOURCES = frozenset(
 #: The parameters of query-string auth, all required.
 QUERY_PARAMS = ("AWSAccessKeyId", "Signature", "Expires")
 _EXPIRES_RE = re.compile(r"[0-9]{1,12}")
-_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +210,8 @@ def _first(grouped: dict[str, list[str]], name: str) -> str | None:
 
 def _request_time(value: str) -> datetime:
     """``x-amz-date`` as an HTTP date or in ISO 8601 basic format."""
-    if _AMZ_DATE_RE.fullmatch(value):
-        try:
-            return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError as exc:
-            raise SignatureError("AccessDenied", "x-amz-date is not a valid date") from exc
+    if value[:1].isdigit():
+        return parse_amz_date(value, "AccessDenied")
     return parse_http_date(value)
 
 

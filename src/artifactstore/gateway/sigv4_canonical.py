@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
@@ -36,6 +35,7 @@ from artifactstore.gateway.sigbase import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import datetime
 
     from artifactstore.gateway.sigbase import HeaderInput
 
@@ -55,7 +55,6 @@ __all__ = [
     "canonical_query_string",
     "canonical_request",
     "canonical_uri",
-    "parse_amz_date",
     "parse_credential",
     "parse_payload_hash",
     "parse_signed_headers",
@@ -79,7 +78,6 @@ STREAMING_PAYLOAD_MARKERS = frozenset(
 )
 MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600  # 604800 s, the S3 maximum
 
-_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 EXPIRES_RE = re.compile(r"[0-9]{1,6}")
 SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")
 _SHA256_HEX_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -219,18 +217,6 @@ def signature(key: bytes, to_sign: str) -> str:
 
 
 # --- claim syntax ----------------------------------------------------------
-
-
-def parse_amz_date(value: str, code: str) -> datetime:
-    """``yyyyMMddTHHmmssZ`` as an aware UTC time, else ``code``."""
-    if not _AMZ_DATE_RE.fullmatch(value):
-        raise SignatureError(
-            code, "X-Amz-Date must be in the ISO 8601 basic format yyyyMMddTHHmmssZ"
-        )
-    try:
-        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise SignatureError(code, "X-Amz-Date is not a valid date") from exc
 
 
 def parse_credential(

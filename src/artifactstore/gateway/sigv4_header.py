@@ -14,7 +14,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from artifactstore.gateway.sigbase import SignatureError, header_pairs, parse_http_date, text
+from artifactstore.gateway.sigbase import (
+    SignatureError,
+    header_pairs,
+    parse_amz_date,
+    parse_http_date,
+    text,
+)
 from artifactstore.gateway.sigv4_canonical import (
     ALGORITHM,
     EMPTY_SHA256,
@@ -23,7 +29,6 @@ from artifactstore.gateway.sigv4_canonical import (
     Claim,
     CredentialScope,
     canonical_request,
-    parse_amz_date,
     parse_credential,
     parse_payload_hash,
     parse_signed_headers,

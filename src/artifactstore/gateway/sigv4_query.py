@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from artifactstore.gateway.sigbase import SignatureError, uri_encode
+from artifactstore.gateway.sigbase import SignatureError, parse_amz_date, uri_encode
 from artifactstore.gateway.sigv4_canonical import (
     ALGORITHM,
     EXPIRES_RE,
@@ -24,7 +24,6 @@ from artifactstore.gateway.sigv4_canonical import (
     Claim,
     CredentialScope,
     canonical_request,
-    parse_amz_date,
     parse_credential,
     parse_payload_hash,
     parse_signed_headers,
