@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import uuid
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from artifactstore.db.engine import autocommit
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import AsyncIterator
 
     from sqlalchemy.ext.asyncio import AsyncEngine
