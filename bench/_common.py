@@ -182,6 +182,12 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30) -
         process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status_kib(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of ``pid`` in KiB (empty once the process is gone)."""
     try:

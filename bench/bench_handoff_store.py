@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import blake3
-import httpx
 
+from _clients import patcher, session_upload
 from _common import (
     GIB,
     MIB,
     cp_rates,
+    cpu_seconds,
     load_average,
     mb,
     server_env,
@@ -52,19 +53,13 @@ from _common import (
 )
 from artifactstore.client.handoff import HandoffClient
 from artifactstore.client.rawhttp import FileSender
-from artifactstore.protocol import HANDOFF_SOCKET, OFFSET_HEADER
+from artifactstore.protocol import HANDOFF_SOCKET
 
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Awaitable, Callable
 
 CHUNK = 256 * MIB
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (all threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def timed(pid: int, call: Callable[[], Awaitable[object]]) -> tuple[float, float, object]:
@@ -75,42 +70,7 @@ async def timed(pid: int, call: Callable[[], Awaitable[object]]) -> tuple[float,
     return time.perf_counter() - started, cpu_seconds(pid) - cpu, result
 
 
-async def session_upload(
-    api: str, token: str, size: int, sha: str, send: Callable[[str, int, int], Awaitable[int]]
-) -> None:
-    """Create a session, send ``size`` bytes in CHUNK ranges with ``send``, finalize."""
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=600) as client:
-        created = await client.post("/v1/uploads", json={"size": size})
-        created.raise_for_status()
-        session = created.json()["id"]
-        offset = 0
-        while offset < size:
-            offset = await send(session, offset, min(CHUNK, size - offset))
-        done = await client.put(f"/v1/uploads/{session}", params={"sha256": sha})
-        done.raise_for_status()
-
-
 Row = tuple[str, float, float, str]
-
-
-def patcher(sender: FileSender, file: Path) -> Callable[[str, int, int], Awaitable[int]]:
-    """A ``send`` for ``session_upload`` that PATCHes ranges of ``file`` with ``sender``."""
-
-    async def patch(session: str, offset: int, length: int) -> int:
-        answer = await sender.send_range(
-            "PATCH",
-            f"/v1/uploads/{session}",
-            file,
-            offset,
-            length,
-            headers={OFFSET_HEADER: str(offset)},
-        )
-        if answer.status != 204:
-            raise RuntimeError(f"PATCH answered {answer.status}: {answer.body[:200]!r}")
-        return offset + length
-
-    return patch
 
 
 def appender(handoff: HandoffClient, file: Path) -> Callable[[str, int, int], Awaitable[int]]:
@@ -134,7 +94,7 @@ async def warm_up(
             await handoff.store(small, MIB + n)
         else:
             send = appender(handoff, small) if name == "append" else patcher(sender, small)
-            await session_upload(api, token, MIB + n, sha, send)
+            await session_upload(api, token, MIB + n, sha, send, CHUNK)
 
 
 async def run(api: str, pid: int, token: str, files: list[Path], socket_path: str) -> list[Row]:
@@ -155,12 +115,12 @@ async def run(api: str, pid: int, token: str, files: list[Path], socket_path: st
 
         sha = "sha256:" + (await asyncio.to_thread(sha256_file, second))[0]  # not timed
         send = appender(handoff, second)
-        wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, send))
+        wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, send, CHUNK))
         rows.append(("session + handoff append + PUT", wall, cpu, "today's CLI path"))
 
         sha = "sha256:" + (await asyncio.to_thread(sha256_file, third))[0]  # not timed
         send = patcher(sender, third)
-        wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, send))
+        wall, cpu, _ = await timed(pid, lambda: session_upload(api, token, size, sha, send, CHUNK))
         rows.append(("session + HTTP PATCH (sendfile) + PUT", wall, cpu, "256 MiB PATCHes"))
     finally:
         sender.close()

@@ -44,10 +44,7 @@ Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import multiprocessing
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -58,20 +55,24 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import httpx
 
+from _clients import (
+    SMALL,
+    Rate,
+    RestTarget,
+    probe_post_blobs,
+    run_clients,
+)
 from _common import (
     RssSampler,
     SmallFile,
     compile_installed,
     load_average,
     mib,
-    one_file_manifest,
-    percentile,
     server_env,
-    small_files,
     start_server,
     stop_process,
     wait_http,
@@ -79,16 +80,12 @@ from _common import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from multiprocessing.queues import Queue
-    from multiprocessing.synchronize import Barrier
 
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-SMALL = 4096
 DEFAULT_RGW_DIR = Path(__file__).resolve().parents[2] / "shared" / "services" / "ceph-rgw"
 DEFAULT_AWS = "/root/.pyenv/shims/aws"
-CLIENT_TIMEOUT = 600.0  # seconds a client process may take, warm-up included
 
 # ---------------------------------------------------------------- the machine
 
@@ -122,13 +119,6 @@ def fsyncs_per_second(directory: Path, writers: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, all) clock ticks of every core since boot (``/proc/stat``; idle and iowait idle)."""
-    first = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0]
-    ticks = [int(x) for x in first.split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
-
-
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem ``path`` is on (``findmnt``)."""
     done = subprocess.run(
@@ -141,79 +131,6 @@ def filesystem_type(path: Path) -> str:
 
 
 # ---------------------------------------------------------- client processes
-
-
-class Target(Protocol):
-    """Where a client process sends its files; pickled into each process."""
-
-    def connect(self, stack: ExitStack) -> Callable[[str, SmallFile], None]:
-        """Open this process's client; return the call that stores one file under a name."""
-        ...
-
-
-@dataclass(frozen=True)
-class RestTarget:
-    """artifactstore's REST API: each file is one version of its own."""
-
-    api: str
-    token: str
-    one_request: bool  # POST /v1/blobs; otherwise an upload session
-
-    def connect(self, stack: ExitStack) -> Callable[[str, SmallFile], None]:
-        """One httpx client; a call is one publish (blob, then manifest)."""
-        client = stack.enter_context(
-            httpx.Client(
-                base_url=self.api,
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=60,
-            )
-        )
-
-        def publish(name: str, f: SmallFile) -> None:
-            package, _, version = name.partition("/")
-            if self.one_request:
-                if post_blob(client, f) not in {200, 201}:
-                    raise RuntimeError("POST /v1/blobs is no longer served")
-            else:
-                session_blob(client, f)
-            manifest = one_file_manifest(package, version, f)
-            put = client.put(f"/v1/packages/{package}/versions/{version}", json=manifest)
-            if put.status_code != 201:
-                raise RuntimeError(f"PUT {name}: {put.status_code} {put.text[:300]}")
-
-        return publish
-
-
-def post_blob(client: httpx.Client, f: SmallFile) -> int:
-    """``POST /v1/blobs`` with both digests; its status: 201/200, or 404/405 where not served."""
-    done = client.post(
-        "/v1/blobs",
-        params={"sha256": f.sha256, "blake3": f.blake3},
-        content=f.data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    if done.status_code not in {200, 201, 404, 405}:
-        raise RuntimeError(f"POST /v1/blobs: {done.status_code} {done.text[:300]}")
-    return done.status_code
-
-
-def session_blob(client: httpx.Client, f: SmallFile) -> None:
-    """The blob through an upload session: POST /v1/uploads, PATCH, PUT finalize."""
-    created = client.post(
-        "/v1/uploads",
-        json={"size": len(f.data), "sha256": f"sha256:{f.sha256}", "blake3": f"blake3:{f.blake3}"},
-    )
-    if created.status_code == 200:  # already held
-        return
-    if created.status_code != 201:
-        raise RuntimeError(f"POST /v1/uploads: {created.status_code} {created.text[:300]}")
-    location = created.headers["location"]
-    patched = client.patch(location, content=f.data, headers={"Upload-Offset": "0"})
-    if patched.status_code != 204:
-        raise RuntimeError(f"PATCH {location}: {patched.status_code} {patched.text[:300]}")
-    done = client.put(location, params={"sha256": f.sha256, "blake3": f.blake3})
-    if done.status_code != 201:
-        raise RuntimeError(f"PUT {location}: {done.status_code} {done.text[:300]}")
 
 
 @dataclass(frozen=True)
@@ -256,106 +173,6 @@ class S3Peer:
             client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{name}", Body=f.data)
 
         return put
-
-
-@dataclass(frozen=True)
-class ClientResult:
-    """What one client process measured (monotonic clock, shared by all processes)."""
-
-    started: float
-    ended: float
-    latencies: list[float]
-    error: str = ""
-
-
-def client_process(  # noqa: PLR0917 - the arguments of a multiprocessing target
-    target: Target,
-    index: int,
-    count: int,
-    warmup: int,
-    barrier: Barrier,
-    results: Queue[ClientResult],
-) -> None:
-    """Warm up, wait for every client, then store ``count`` distinct files one after another."""
-    try:
-        files = small_files(warmup + count, SMALL)
-        with ExitStack() as stack:
-            store = target.connect(stack)
-            for k, f in enumerate(files[:warmup]):
-                store(f"warmup/{index}.{k}", f)
-            barrier.wait(CLIENT_TIMEOUT)
-            latencies = []
-            started = time.monotonic()
-            for k, f in enumerate(files[warmup:]):
-                t0 = time.perf_counter()
-                store(f"small/{index}.{k}", f)
-                latencies.append(time.perf_counter() - t0)
-            ended = time.monotonic()
-        results.put(ClientResult(started, ended, latencies))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
-        barrier.abort()
-        results.put(ClientResult(0.0, 0.0, [], f"client {index}: {exc!r}"))
-
-
-@dataclass(frozen=True)
-class Rate:
-    """Operations over the whole run and per-operation latency."""
-
-    count: int
-    seconds: float
-    p50: float
-    p99: float
-    cpu_busy: float  # the machine's, all cores, over the same time
-
-    @property
-    def per_second(self) -> float:
-        """Operations per second over the run."""
-        return self.count / self.seconds
-
-
-def run_clients(target: Target, total: int, clients: int, warmup: int) -> Rate:
-    """``total`` stores split over ``clients`` spawned processes, started together."""
-    ctx = multiprocessing.get_context("spawn")  # no fork under the RSS sampler's thread
-    barrier = ctx.Barrier(clients + 1)  # and this process, to read the CPU counters
-    results: Queue[ClientResult] = ctx.Queue()
-    shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
-    processes = [
-        ctx.Process(
-            target=client_process,
-            args=(target, i, shares[i], warmup, barrier, results),
-            name=f"bench-client-{i}",
-        )
-        for i in range(clients)
-    ]
-    for p in processes:
-        p.start()
-    got: list[ClientResult] = []
-    try:
-        with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: see below
-            barrier.wait(CLIENT_TIMEOUT)
-        busy_before, total_before = cpu_ticks()
-        while len(got) < clients:
-            try:
-                got.append(results.get(timeout=1))
-            except queue.Empty:
-                if not any(p.is_alive() for p in processes) and results.empty():
-                    raise RuntimeError("a client process died without a result") from None
-        busy_after, total_after = cpu_ticks()
-    finally:
-        for p in processes:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    errors = [r.error for r in got if r.error]
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    latencies = [x for r in got for x in r.latencies]
-    seconds = max(r.ended for r in got) - min(r.started for r in got)
-    busy = (busy_after - busy_before) / max(1, total_after - total_before)
-    return Rate(
-        len(latencies), seconds, percentile(latencies, 0.5), percentile(latencies, 0.99), busy
-    )
 
 
 # ----------------------------------------------------------------- the RGW
@@ -511,13 +328,6 @@ class Results:
     aws_files: int = 0
     aws_start_s: float = 0.0
     rss: RssSampler | None = None
-
-
-def probe_post_blobs(api: str, token: str) -> bool:
-    """Whether the server takes ``POST /v1/blobs`` (False on 404/405: the session path)."""
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=api, headers=headers, timeout=60) as client:
-        return post_blob(client, small_files(1, SMALL)[0]) in {200, 201}
 
 
 def run(args: argparse.Namespace, work: Path, res: Results, stack: ExitStack) -> None:  # noqa: PLR0915 - one linear run

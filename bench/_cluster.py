@@ -1,0 +1,295 @@
+"""Several replicas for a benchmark: one PostgreSQL, one S3 endpoint, nginx in front, CPU by role.
+
+``bench_replicas.py`` runs the deployment of DESIGN section 13 on this one
+machine: a PostgreSQL 15 cluster of its own (durable settings, as a real
+external server keeps them), moto's S3 server (or an endpoint given), N
+``artifactstore serve`` processes with their own data dirs on one database
+and the S3 backend as the only target, and nginx (Debian's) round-robin
+over them with no affinity. ``CpuMeter`` reads ``/proc`` so each role's CPU
+seconds over a measurement can be compared. This module starts and stops
+processes and says nothing about the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from _common import free_port, server_env, start_server, stop_process, wait_http
+from artifactstore.db.embedded import INGEST_SETTINGS, start_throwaway_cluster
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+PG15_BINDIR = Path("/usr/lib/postgresql/15/bin")
+# The embedded cluster's throughput settings, durability untouched, and room
+# for every replica's pool.
+PG_SETTINGS = {**INGEST_SETTINGS, "max_connections": "300"}
+KEY_ENV, SECRET_ENV = "BENCH_S3_ACCESS_KEY", "BENCH_S3_SECRET_KEY"
+
+
+def cli(*args: str, env: dict[str, str]) -> str:
+    """Run the real CLI (``python -m artifactstore.cli``); its stdout, or raise with its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "artifactstore.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"artifactstore {' '.join(args[:2])}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+@dataclass
+class Postgres:
+    """One PostgreSQL cluster every replica of a phase shares."""
+
+    admin_url: str
+    pgdata: Path
+    stop: Callable[[], None]
+    bindir: str
+
+    def postmaster_pid(self) -> int:
+        """The postmaster's pid (its backends are its children)."""
+        return int((self.pgdata / "postmaster.pid").read_text(encoding="ascii").split()[0])
+
+    def create_database(self, name: str) -> str:
+        """A new empty database ``name``; its SQLAlchemy URL."""
+
+        async def create() -> None:
+            engine = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            finally:
+                await engine.dispose()
+
+        asyncio.run(create())
+        return self.admin_url.replace("/postgres?", f"/{name}?", 1)
+
+
+def start_postgres(root: Path) -> Postgres:
+    """A cluster in ``root`` from the PostgreSQL 15 binaries (else whatever ``initdb`` is found)."""
+    bindir = PG15_BINDIR if (PG15_BINDIR / "postgres").exists() else None
+    url, stop = start_throwaway_cluster(root, bindir=bindir, settings=PG_SETTINGS)
+    return Postgres(url, root.resolve() / "data", stop, str(bindir or "pgserver/PATH"))
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where the replicas' S3 backend points (moto or a real RGW) and its bucket."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    region: str = "us-east-1"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it is there."""
+        import boto3  # noqa: PLC0415 - only here
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except client.exceptions.ClientError:
+            client.create_bucket(Bucket=self.bucket)
+
+    def config(self, path: Path, key_prefix: str) -> dict[str, str]:
+        """Write a server config whose only backend (the default) is this bucket; its env."""
+        path.write_text(
+            '[storage]\ndefault = "objects"\n\n[storage.backends.objects]\ntype = "s3"\n'
+            f'endpoint_url = "{self.url}"\nregion = "{self.region}"\nbucket = "{self.bucket}"\n'
+            f'key_prefix = "{key_prefix}"\naccess_key_ref = "env:{KEY_ENV}"\n'
+            f'secret_key_ref = "env:{SECRET_ENV}"\n',
+            encoding="utf-8",
+        )
+        return {KEY_ENV: self.access_key, SECRET_ENV: self.secret_key}
+
+
+def start_moto(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], S3Endpoint]:
+    """Moto's S3 server (a subprocess) on a free port, with a bucket."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    endpoint = S3Endpoint(f"http://127.0.0.1:{port}", "bench", "bench", "bench-replicas")
+    wait_http(f"{endpoint.url}/", proc, timeout=60, any_status=True)
+    endpoint.ensure_bucket()
+    return proc, endpoint
+
+
+def start_nginx(
+    work: Path, upstreams: list[str], static_root: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Nginx round-robin over ``upstreams`` (no affinity), ``/static/`` from ``static_root``.
+
+    Bodies stream both ways (no request or response buffering, no size
+    limit), upstream connections are kept alive, one worker process.
+    """
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    servers = "".join(f"    server {u.removeprefix('http://')};\n" for u in upstreams)
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  upstream replicas {{
+{servers}    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 0;
+    location /static/ {{ alias {static_root}/; }}
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_read_timeout 600s;
+      proxy_send_timeout 600s;
+    }}
+  }}
+}}
+""",
+        encoding="ascii",
+    )
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)])
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/static/", proc, timeout=30, any_status=True)
+    return proc, url
+
+
+@dataclass
+class Replicas:
+    """N ``artifactstore serve`` processes on one database, one config, data dirs of their own."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    token: str = ""
+
+    def stop(self) -> None:
+        """SIGTERM each (they drain), SIGKILL after 60 s."""
+        for p in self.processes:
+            stop_process(p, 60)
+
+
+def start_replicas(
+    n: int,
+    work: Path,
+    *,
+    database_url: str,
+    config: Path,
+    extra_env: dict[str, str],
+    log: IO[bytes],
+) -> Replicas:
+    """Migrate ``database_url``, start ``n`` replicas on it, create an admin token."""
+    env = {
+        **server_env(),
+        **extra_env,
+        "ARTIFACTSTORE_DATABASE_URL": database_url,
+        "ARTIFACTSTORE_CONFIG": str(config),
+    }
+    cli("db", "upgrade", env=env)
+    replicas = Replicas()
+    for i in range(n):
+        data_dir = work / f"replica{i}-{uuid.uuid4().hex[:6]}"
+        data_dir.mkdir(parents=True)
+        process, api, _ = start_server(data_dir, env, log=log)
+        replicas.processes.append(process)
+        replicas.urls.append(api)
+    for process, api in zip(replicas.processes, replicas.urls, strict=True):
+        wait_http(f"{api}/readyz", process)
+    made = cli("token", "create", "--name", f"bench-{uuid.uuid4().hex[:8]}", "--scope", "admin",
+               "--json", env=env)  # fmt: skip
+    replicas.token = json.loads(made)["token"]
+    return replicas
+
+
+# -------------------------------------------------------------- CPU by role
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every descendant, living or reaped (utime+stime+cutime+cstime).
+
+    A process that has exited is in its parent's cutime/cstime once reaped,
+    so summing all four fields over the living tree counts each tick once.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    ticks, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if (fields := _stat(pid)) is not None:
+            ticks += sum(int(x) for x in fields[11:15])
+        todo += children.get(pid, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per role (a role is the process trees under some pids) between start and stop."""
+
+    roles: dict[str, list[int]]
+    used: dict[str, float] = field(default_factory=dict)
+    _before: dict[str, float] = field(default_factory=dict)
+
+    def _read(self) -> dict[str, float]:
+        return {role: sum(process_tree_cpu(p) for p in pids) for role, pids in self.roles.items()}
+
+    def start(self) -> None:
+        """Read every role's CPU counters."""
+        self._before = self._read()
+
+    def stop(self) -> None:
+        """Read them again; ``used`` holds the difference."""
+        after = self._read()
+        self.used = {role: after[role] - self._before[role] for role in self.roles}

@@ -1,0 +1,360 @@
+"""Small publishes through 3 replicas against 1 behind nginx, in the same run (issue 13).
+
+One run on this machine, every process on its two cores (``_cluster.py``):
+one PostgreSQL 15 cluster (durable settings), one S3 endpoint (moto's server,
+or ``--s3-endpoint`` such as a Ceph RGW, keys in ``--s3-key-env``/
+``--s3-secret-env``), and per phase ``artifactstore serve`` replicas with
+their own data dirs, a fresh database and key prefix, the S3 backend as the
+only target, behind nginx (round-robin, no affinity). ``--order`` gives the
+replica count of each phase (default ``1,3,3,1``: each count measured early
+and late, so drift of the VM shows).
+
+1. The machine: cores, load average, sha256 (hashlib, one thread) and ``cp``
+   / ``cp`` + ``sync -f`` of the upload file, the limits the other
+   benchmarks print.
+2. Each phase: ``--publishes`` single-file versions of distinct 4 KiB
+   content from ``--clients`` client processes through nginx
+   (``POST /v1/blobs`` + ``PUT`` manifest, or the upload session where
+   the server does not take the one-request blob, as ``bench_publish.py``
+   does); publishes/s, p50/p99, the machine's CPU busy share, and the CPU
+   seconds per publish of each role (replicas, PostgreSQL with its backends,
+   nginx, the S3 server, the clients) from ``/proc``: where the machine is
+   busy and one role takes most of it, that role is the bound.
+3. Peers, in the first phase with one replica: the same publishes straight
+   to the replica (what nginx costs), and 4 KiB static GETs from nginx by
+   the same client processes (the ceiling of the harness itself).
+4. Each phase: one ``--upload-mib`` file through an upload session via
+   nginx (``POST``, ``--chunk-mib`` PATCHes that land on the replicas in
+   turn, ``PUT``), and the same on the zero-configuration default (embedded
+   PostgreSQL, ``local`` backend, one server, no nginx): MB/s and x sha256.
+
+The ratio 3 replicas / 1 replica (means over the phases) is printed with its
+target (>= 0.9x). Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import httpx
+
+from _clients import Rate, RestTarget, patcher, probe_post_blobs, run_clients, session_upload
+from _cluster import (
+    CpuMeter,
+    Postgres,
+    S3Endpoint,
+    start_moto,
+    start_nginx,
+    start_postgres,
+    start_replicas,
+)
+from _common import (
+    MIB,
+    SmallFile,
+    cp_rates,
+    cpu_seconds,
+    load_average,
+    mb,
+    server_env,
+    sha256_file,
+    start_server,
+    stop_process,
+    wait_http,
+    write_random_file,
+)
+from artifactstore.client.rawhttp import FileSender
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SMALL = 4096
+
+
+@dataclass(frozen=True)
+class StaticGet:
+    """nginx serving one 4 KiB file: a client process's call is one GET of it."""
+
+    url: str
+
+    def connect(self, stack: ExitStack) -> Callable[[str, SmallFile], None]:
+        """One httpx client; the name and file are ignored."""
+        client = stack.enter_context(httpx.Client(timeout=60))
+
+        def get(_name: str, _f: SmallFile) -> None:
+            got = client.get(self.url)
+            if got.status_code != 200 or len(got.content) != SMALL:
+                raise RuntimeError(f"GET {self.url}: {got.status_code}")
+
+        return get
+
+
+@dataclass
+class Upload:
+    """One large upload through a session: wall seconds and the servers' CPU, or why it failed."""
+
+    seconds: float = 0.0
+    cpu: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Phase:
+    """One deployment's figures."""
+
+    replicas: int
+    rate: Rate
+    cpu: dict[str, float]
+    upload: Upload
+
+
+@dataclass
+class Results:
+    """Every figure of a run, filled in as it goes."""
+
+    load_start: str
+    sha_rate: float = 0.0
+    sha_rate_after: float = 0.0
+    cp_rate: float = 0.0
+    cp_sync_rate: float = 0.0
+    pg_bindir: str = ""
+    s3_note: str = ""
+    blob_path: str = ""
+    phases: list[Phase] = field(default_factory=list)
+    direct: Rate | None = None
+    static: Rate | None = None
+    embedded: Upload | None = None
+
+
+@dataclass
+class Run:
+    """What every phase shares."""
+
+    args: argparse.Namespace
+    work: Path
+    pg: Postgres
+    s3: S3Endpoint
+    s3_pid: int | None
+    big: Path
+    big_sha: str
+    static_root: Path
+    log: IO[bytes]
+
+
+def upload(api: str, token: str, run: Run, pids: list[int]) -> Upload:
+    """The run's file through one session at ``api`` in ``--chunk-mib`` PATCHes; CPU of ``pids``."""
+    file, chunk = run.big, run.args.chunk_mib * MIB
+    before = sum(cpu_seconds(p) for p in pids)
+    sender = FileSender(api, {"Authorization": f"Bearer {token}"}, timeout=600)
+    started = time.perf_counter()
+    try:
+        send = patcher(sender, file)
+        asyncio.run(session_upload(api, token, file.stat().st_size, run.big_sha, send, chunk))
+    except (RuntimeError, httpx.HTTPError, OSError) as exc:
+        return Upload(error=str(exc)[:160])
+    finally:
+        sender.close()
+    seconds = time.perf_counter() - started
+    return Upload(seconds, sum(cpu_seconds(p) for p in pids) - before)
+
+
+def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
+    """Start ``n`` replicas and nginx on a fresh database; publishes, peers, one upload."""
+    args, name = run.args, f"p{index}_{n}r"
+    url = run.pg.create_database(name)
+    config = run.work / f"{name}.toml"
+    extra = run.s3.config(config, key_prefix=name)
+    print(f"phase {index + 1}: {n} replica(s) ...", flush=True)
+    replicas = start_replicas(
+        n, run.work / name, database_url=url, config=config, extra_env=extra, log=run.log
+    )
+    nginx = None
+    try:
+        nginx, lb = start_nginx(run.work / name / "nginx", replicas.urls, run.static_root)
+        wait_http(f"{lb}/readyz", nginx)
+        one_request = probe_post_blobs(lb, replicas.token)
+        res.blob_path = "POST /v1/blobs" if one_request else "upload session"
+        pids = [p.pid for p in replicas.processes]
+        roles = {"replicas": pids, "postgres": [run.pg.postmaster_pid()], "nginx": [nginx.pid]}
+        if run.s3_pid is not None:
+            roles["s3"] = [run.s3_pid]
+        meter = CpuMeter(roles)
+        target = RestTarget(lb, replicas.token, one_request)
+        rate = run_clients(target, args.publishes, args.clients, args.warmup, meter)
+        cpu = {**meter.used, "clients": rate.client_cpu}
+        if n == 1 and res.direct is None:
+            print("  peers: straight to the replica, nginx static ...", flush=True)
+            direct = RestTarget(replicas.urls[0], replicas.token, one_request, prefix="direct-")
+            res.direct = run_clients(direct, args.publishes, args.clients, args.warmup)
+            static = StaticGet(f"{lb}/static/small.bin")
+            res.static = run_clients(static, args.publishes, args.clients, args.warmup)
+        print(f"  {args.upload_mib} MiB upload session ...", flush=True)
+        up = upload(lb, replicas.token, run, pids)
+        return Phase(n, rate, cpu, up)
+    finally:
+        stop_process(nginx)
+        replicas.stop()
+
+
+def embedded_upload(run: Run) -> Upload:
+    """The same upload on the zero-configuration default: one server, embedded database."""
+    data_dir = run.work / "embedded"
+    server, api, _ = start_server(data_dir, server_env(), log=run.log)
+    try:
+        wait_http(f"{api}/readyz", server)
+        token = (data_dir / "admin-token").read_text(encoding="ascii").strip()
+        return upload(api, token, run, [server.pid])
+    finally:
+        stop_process(server, 60)
+
+
+def main_run(args: argparse.Namespace, work: Path, res: Results, stack: ExitStack) -> None:
+    """Every measurement, in order; cleanup is registered on ``stack``."""
+    print("machine limits ...", flush=True)
+    big = work / "big.bin"
+    write_random_file(big, args.upload_mib * MIB)
+    big_hex, res.sha_rate = sha256_file(big)
+    res.cp_rate, res.cp_sync_rate = cp_rates(big)
+    static_root = work / "static"
+    static_root.mkdir()
+    (static_root / "small.bin").write_bytes(os.urandom(SMALL))
+
+    log = stack.enter_context((work / "servers.log").open("wb"))
+    pg = start_postgres(work / "pg")
+    stack.callback(pg.stop)
+    res.pg_bindir = pg.bindir
+    s3_pid = None
+    if args.s3_endpoint:
+        s3 = S3Endpoint(
+            args.s3_endpoint,
+            os.environ[args.s3_key_env],
+            os.environ[args.s3_secret_env],
+            args.s3_bucket,
+        )
+        s3.ensure_bucket()
+        res.s3_note = f"{args.s3_endpoint} (given)"
+    else:
+        moto, s3 = start_moto(log)
+        stack.callback(stop_process, moto)
+        s3_pid = moto.pid
+        res.s3_note = f"moto_server {s3.url}"
+    run = Run(args, work, pg, s3, s3_pid, big, f"sha256:{big_hex}", static_root, log)
+    for index, n in enumerate(args.order):
+        res.phases.append(run_phase(run, index, n, res))
+    print("embedded default upload ...", flush=True)
+    res.embedded = embedded_upload(run)
+    res.sha_rate_after = sha256_file(big)[1]
+
+
+def upload_cell(up: Upload, size: int, sha_rate: float) -> tuple[str, str]:
+    """(value, note) of an upload row."""
+    if up.error:
+        return "failed", up.error
+    rate = size / up.seconds
+    return mb(rate), f"{up.seconds:.2f} s, {rate / sha_rate:.2f}x sha256; server CPU {up.cpu:.2f} s"
+
+
+def report(args: argparse.Namespace, res: Results) -> None:
+    """The table."""
+    size = args.upload_mib * MIB
+    rows: list[tuple[str, str, str]] = [
+        ("cores", str(os.cpu_count()), f"load average at start {res.load_start}"),
+        ("sha256, hashlib, 1 thread", mb(res.sha_rate), f"after the run {mb(res.sha_rate_after)}"),
+        ("cp / cp + sync -f", mb(res.cp_rate), f"cp + sync {mb(res.cp_sync_rate)}"),
+        ("PostgreSQL", "1 cluster", f"{res.pg_bindir}; durable settings"),
+        ("S3 backend", "1 endpoint", res.s3_note),
+        ("blob path of a publish", res.blob_path, "then PUT manifest"),
+    ]
+    for k, phase in enumerate(res.phases):
+        r = phase.rate
+        per = ", ".join(f"{role} {s / r.count * 1000:.1f}" for role, s in phase.cpu.items())
+        rows += [
+            (
+                f"phase {k + 1}: {phase.replicas} replica(s) via nginx",
+                f"{r.per_second:,.0f} /s",
+                (
+                    f"{r.count:,} in {r.seconds:.2f} s; p50 {r.p50 * 1000:.1f} ms,"
+                    f" p99 {r.p99 * 1000:.1f} ms; machine CPU busy {r.cpu_busy:.0%}"
+                ),
+            ),
+            ("  CPU ms per publish", "", per),
+        ]
+    by_count: dict[int, list[float]] = {}
+    for phase in res.phases:
+        by_count.setdefault(phase.replicas, []).append(phase.rate.per_second)
+    if 1 in by_count and 3 in by_count:
+        one, three = statistics.mean(by_count[1]), statistics.mean(by_count[3])
+        rows.append(
+            (
+                "3 replicas vs 1",
+                f"{three / one:.2f}x",
+                f"{three:,.0f} vs {one:,.0f} /s (target >= 0.9x)",
+            )
+        )
+    if res.direct is not None:
+        rows.append(("1 replica, no nginx", f"{res.direct.per_second:,.0f} /s", "same clients"))
+    if res.static is not None:
+        rows.append(
+            ("nginx static 4 KiB GETs", f"{res.static.per_second:,.0f} /s", "the harness ceiling")
+        )
+    for k, phase in enumerate(res.phases):
+        value, note = upload_cell(phase.upload, size, res.sha_rate)
+        rows.append(
+            (f"{args.upload_mib} MiB session, phase {k + 1} ({phase.replicas}r)", value, note)
+        )
+    if res.embedded is not None:
+        value, note = upload_cell(res.embedded, size, res.sha_rate)
+        rows.append((f"{args.upload_mib} MiB session, embedded default", value, note))
+    print()
+    print(
+        f"Replica benchmark: {args.publishes:,} publishes of {SMALL} B per phase, "
+        f"{args.clients} client processes; {args.chunk_mib} MiB PATCHes"
+    )
+    for name, value, note in rows:
+        print(f"  {name:<40} {value:>12}   {note}")
+    print(f"load average at end: {load_average()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--publishes", type=int, default=1000, help="publishes per phase")
+    parser.add_argument("--clients", type=int, default=12, help="client processes")
+    parser.add_argument("--warmup", type=int, default=5, help="warm-up publishes per client")
+    parser.add_argument(
+        "--order",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 3, 3, 1],
+        help="replicas per phase, in order",
+    )
+    parser.add_argument("--upload-mib", type=int, default=256, help="the upload session's file")
+    parser.add_argument("--chunk-mib", type=int, default=64, help="bytes per PATCH")
+    parser.add_argument("--s3-endpoint", help="an S3 endpoint instead of moto (e.g. Ceph RGW)")
+    parser.add_argument("--s3-key-env", default="S3_ACCESS_KEY_ID", help="access key variable")
+    parser.add_argument(
+        "--s3-secret-env", default="S3_SECRET_ACCESS_KEY", help="secret key variable"
+    )
+    parser.add_argument("--s3-bucket", default="bench-replicas", help="created if missing")
+    args = parser.parse_args()
+
+    res = Results(load_start=load_average())
+    print(f"load average at start: {res.load_start}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-replicas-", dir="/tmp"))
+    try:
+        with ExitStack() as stack:
+            main_run(args, work, res, stack)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(args, res)
+
+
+if __name__ == "__main__":
+    main()
