@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import blake3
+import httpx
 
 from _clients import patcher, session_upload
 from _common import (
@@ -53,7 +54,6 @@ from _common import (
 )
 from artifactstore.client.handoff import HandoffClient
 from artifactstore.client.rawhttp import FileSender
-from artifactstore.protocol import HANDOFF_SOCKET
 
 if TYPE_CHECKING:
     import subprocess
@@ -97,9 +97,18 @@ async def warm_up(
             await session_upload(api, token, MIB + n, sha, send, CHUNK)
 
 
-async def run(api: str, pid: int, token: str, files: list[Path], socket_path: str) -> list[Row]:
+def handoff_client(api: str, token: str) -> HandoffClient:
+    """The server's handoff socket and id, as the CLI learns them (``GET /v1/uploads/handoff``)."""
+    answer = httpx.get(
+        f"{api}/v1/uploads/handoff", headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    answer.raise_for_status()
+    return HandoffClient(answer.json()["socket"], answer.json()["server"])
+
+
+async def run(api: str, pid: int, token: str, files: list[Path]) -> list[Row]:
     """The timed operations, in order; rows of (label, wall s, server CPU s, note)."""
-    handoff = HandoffClient(socket_path)
+    handoff = handoff_client(api, token)
     sender = FileSender(api, {"Authorization": f"Bearer {token}"}, timeout=600)
     first, second, third = files
     size = first.stat().st_size
@@ -160,8 +169,7 @@ def main() -> None:
         _, sha_rate = sha256_file(files[0])
         _, cp_sync_rate = cp_rates(files[0])
         print("uploads ...", flush=True)
-        socket_path = str(data_dir / HANDOFF_SOCKET)
-        rows = asyncio.run(run(api, server.pid, token, files, socket_path))
+        rows = asyncio.run(run(api, server.pid, token, files))
         client_b3_s = blake3_seconds(files[2])
         _, sha_rate_after = sha256_file(files[0])
     finally:
