@@ -44,6 +44,7 @@ from artifactstore.errors import (
 )
 from artifactstore.registry.finalize import Claim, Claims, Intent, expected_of
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, check_expected, write_chunk
+from artifactstore.registry.shared_sessions import DATABASE, LOCAL, SharedSessions
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
 
@@ -82,6 +83,7 @@ class Uploads:
         self.staging = registry.staging
         self.claims = Claims(registry)
         self._hashers: dict[uuid.UUID, DualHasher] = {}
+        self.shared = SharedSessions(registry, self._hashers)
 
     def path(self, session_id: uuid.UUID) -> Path:
         """The staged file of a session."""
@@ -115,18 +117,17 @@ class Uploads:
                     f"size {size} exceeds the maximum blob size {self.limits.max_blob_bytes}",
                     limit=self.limits.max_blob_bytes,
                 )
+        targets = self.registry.store.targets(producer=producer, retention_class=retention_class)
         known = sha256
         if known is None and blake3 is not None:
             known = await self.registry.find_by_blake3(blake3)
         if known is not None:
-            targets = self.registry.store.targets(
-                producer=producer, retention_class=retention_class
-            )
             existing = await self.registry.held_on(known, targets)
             if existing is not None and (blake3 is None or blake3.matches(existing.blake3)):
                 return existing
         now = datetime.now(UTC)
         session_id = uuid.uuid4()
+        staged_in = DATABASE if self.shared.stages_in_database(targets) else LOCAL
         async with autocommit(self.engine) as conn:
             await conn.execute(
                 upload_sessions.insert().values(
@@ -139,15 +140,17 @@ class Uploads:
                     expected_blake3=blake3.raw if blake3 else None,
                     producer=producer,
                     retention_class=retention_class,
+                    staged_in=staged_in,
                 )
             )
+        self._hashers[session_id] = DualHasher()
+        expires_at = now + timedelta(seconds=self.limits.expiry_seconds)
+        if staged_in == DATABASE:
+            return UploadSession(session_id, 0, now, expires_at, size)
         # The row first, then the file: ``expire`` treats a file without a row
         # (and older than ORPHAN_GRACE_SECONDS) as debris of a crash.
         self.path(session_id).touch(mode=0o600, exist_ok=False)
-        self._hashers[session_id] = DualHasher()
-        return UploadSession(
-            session_id, 0, now, now + timedelta(seconds=self.limits.expiry_seconds), size
-        )
+        return UploadSession(session_id, 0, now, expires_at, size)
 
     async def _row(self, session_id: uuid.UUID) -> sa.Row[tuple[object, ...]]:
         async with autocommit(self.engine) as conn:
@@ -167,8 +170,13 @@ class Uploads:
             UploadNotFoundError: unknown, finished, aborted or expired.
         """
         row = await self._row(session_id)
+        if row.staged_in == DATABASE:
+            offset: int | None = await self.shared.offset(row)
+            return UploadSession(
+                session_id, offset or 0, row.created_at, row.expires_at, row.declared_size
+            )
         try:
-            offset: int | None = self.path(session_id).stat().st_size
+            offset = self.path(session_id).stat().st_size
         except FileNotFoundError:
             offset = self.claims.size(session_id)  # all bytes arrived: a PUT completes it
         if offset is None:
@@ -206,6 +214,8 @@ class Uploads:
                 f"chunk exceeds the maximum chunk size {self.limits.max_chunk_bytes}",
                 limit=self.limits.max_chunk_bytes,
             )
+        if row.staged_in == DATABASE:
+            return await self.shared.append(row, offset, chunks, content_length=content_length)
         with disk_space_checked("staging"), self._locked(session_id) as staged:
             current = staged.size
             if offset != current:
@@ -259,6 +269,10 @@ class Uploads:
         row = await self._row(session_id)
         if all(d is None for d in (sha256, blake3, row.expected_sha256, row.expected_blake3)):
             raise InvalidInputError("finalize needs the sha256 or the blake3 of the blob")
+        if row.staged_in == DATABASE:
+            return await self.shared.finalize(
+                row, sha256=sha256, blake3=blake3, last_chunk=last_chunk, offset=offset, actor=actor
+            )
         with self.claims.lock(session_id) as claim:
             if claim.intent is None:
                 await self._claim(
@@ -316,23 +330,27 @@ class Uploads:
             self.claims.take(session_id, claim, Intent(digests, targets, actor))
         self._hashers.pop(session_id, None)
 
-    async def _delete_row(self, session_id: uuid.UUID) -> bool:
+    async def _delete_row(self, session_id: uuid.UUID, *, unclaimed: bool = False) -> bool:
+        where = [upload_sessions.c.id == session_id]
+        if unclaimed:
+            where.append(upload_sessions.c.claim.is_(None))
         async with autocommit(self.engine) as conn:
-            result = await conn.execute(
-                sa.delete(upload_sessions).where(upload_sessions.c.id == session_id)
-            )
+            result = await conn.execute(sa.delete(upload_sessions).where(*where))
         return bool(result.rowcount)
 
     async def abort(self, session_id: uuid.UUID) -> None:
         """End a session and remove its bytes; unknown sessions raise ``UploadNotFoundError``.
 
-        A claim it leaves (a finalize failed after claiming) is settled by ``expire``.
+        A claim it leaves (a finalize failed after claiming) is settled by
+        ``expire``. A database-staged session once claimed is not aborted
+        (409): its blob will be stored.
         """
-        deleted = await self._delete_row(session_id)
+        deleted = await self._delete_row(session_id, unclaimed=True)
         self._hashers.pop(session_id, None)
         self.path(session_id).unlink(missing_ok=True)
         if not deleted:
-            raise UploadNotFoundError(f"upload session {session_id} not found")
+            await self._row(session_id)  # UploadNotFoundError when it is gone
+            raise ConflictError(f"upload session {session_id} is being finalized")
 
     async def expire(self, now: datetime | None = None) -> int:
         """Remove expired sessions and their bytes, and staged files no session owns."""
@@ -342,7 +360,10 @@ class Uploads:
                 (
                     await conn.execute(
                         sa.delete(upload_sessions)
-                        .where(upload_sessions.c.expires_at <= now)
+                        .where(
+                            upload_sessions.c.expires_at <= now,
+                            upload_sessions.c.claim.is_(None),
+                        )
                         .returning(upload_sessions.c.id)
                     )
                 )
@@ -362,6 +383,7 @@ class Uploads:
             except (ValueError, FileNotFoundError):
                 continue
         await self.claims.settle(live)
+        await self.shared.sweep(now)
         self.staging.sweep_dead_owners()
         return len(expired)
 
