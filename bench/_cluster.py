@@ -54,6 +54,11 @@ def cli(*args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def postmaster_pid(pgdata: Path) -> int:
+    """The pid in ``pgdata/postmaster.pid``: the cluster's root process."""
+    return int((pgdata / "postmaster.pid").read_text(encoding="ascii").split()[0])
+
+
 @dataclass
 class Postgres:
     """One PostgreSQL cluster every replica of a phase shares."""
@@ -65,7 +70,7 @@ class Postgres:
 
     def postmaster_pid(self) -> int:
         """The postmaster's pid (its backends are its children)."""
-        return int((self.pgdata / "postmaster.pid").read_text(encoding="ascii").split()[0])
+        return postmaster_pid(self.pgdata)
 
     def create_database(self, name: str) -> str:
         """A new empty database ``name``; its SQLAlchemy URL."""

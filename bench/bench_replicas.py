@@ -53,6 +53,7 @@ from _cluster import (
     CpuMeter,
     Postgres,
     S3Endpoint,
+    postmaster_pid,
     start_moto,
     start_nginx,
     start_postgres,
@@ -62,7 +63,6 @@ from _common import (
     MIB,
     SmallFile,
     cp_rates,
-    cpu_seconds,
     load_average,
     mb,
     server_env,
@@ -103,7 +103,7 @@ class Upload:
     """One large upload through a session: wall seconds and the servers' CPU, or why it failed."""
 
     seconds: float = 0.0
-    cpu: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
 
@@ -150,10 +150,11 @@ class Run:
     log: IO[bytes]
 
 
-def upload(api: str, token: str, run: Run, pids: list[int]) -> Upload:
-    """The run's file through one session at ``api`` in ``--chunk-mib`` PATCHes; CPU of ``pids``."""
+def upload(api: str, token: str, run: Run, roles: dict[str, list[int]]) -> Upload:
+    """The run's file through one session at ``api`` in ``--chunk-mib`` PATCHes; CPU by role."""
     file, chunk = run.big, run.args.chunk_mib * MIB
-    before = sum(cpu_seconds(p) for p in pids)
+    meter = CpuMeter(roles)
+    meter.start()
     sender = FileSender(api, {"Authorization": f"Bearer {token}"}, timeout=600)
     started = time.perf_counter()
     try:
@@ -164,7 +165,8 @@ def upload(api: str, token: str, run: Run, pids: list[int]) -> Upload:
     finally:
         sender.close()
     seconds = time.perf_counter() - started
-    return Upload(seconds, sum(cpu_seconds(p) for p in pids) - before)
+    meter.stop()
+    return Upload(seconds, meter.used)
 
 
 def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
@@ -198,7 +200,7 @@ def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
             static = StaticGet(f"{lb}/static/small.bin")
             res.static = run_clients(static, args.publishes, args.clients, args.warmup)
         print(f"  {args.upload_mib} MiB upload session ...", flush=True)
-        up = upload(lb, replicas.token, run, pids)
+        up = upload(lb, replicas.token, run, {"replicas": pids, "postgres": roles["postgres"]})
         return Phase(n, rate, cpu, up)
     finally:
         stop_process(nginx)
@@ -212,7 +214,8 @@ def embedded_upload(run: Run) -> Upload:
     try:
         wait_http(f"{api}/readyz", server)
         token = (data_dir / "admin-token").read_text(encoding="ascii").strip()
-        return upload(api, token, run, [server.pid])
+        postmaster = postmaster_pid(data_dir / "postgres" / "data")  # the embedded cluster
+        return upload(api, token, run, {"server": [server.pid], "postgres": [postmaster]})
     finally:
         stop_process(server, 60)
 
@@ -260,7 +263,8 @@ def upload_cell(up: Upload, size: int, sha_rate: float) -> tuple[str, str]:
     if up.error:
         return "failed", up.error
     rate = size / up.seconds
-    return mb(rate), f"{up.seconds:.2f} s, {rate / sha_rate:.2f}x sha256; server CPU {up.cpu:.2f} s"
+    cpu = ", ".join(f"{role} {s:.2f}" for role, s in up.cpu.items())
+    return mb(rate), f"{up.seconds:.2f} s, {rate / sha_rate:.2f}x sha256; CPU s: {cpu}"
 
 
 def report(args: argparse.Namespace, res: Results) -> None:
