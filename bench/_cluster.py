@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from typing import IO, TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from _common import free_port, server_env, start_server, stop_process, wait_http
+from _common import free_port, server_env, start_nginx, start_server, stop_process, wait_http
 from artifactstore.db.embedded import INGEST_SETTINGS, start_throwaway_cluster
 
 if TYPE_CHECKING:
@@ -145,36 +144,17 @@ def start_moto(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], S3Endpoint]:
     return proc, endpoint
 
 
-def start_nginx(
+def start_lb(
     work: Path, upstreams: list[str], static_root: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Nginx round-robin over ``upstreams`` (no affinity), ``/static/`` from ``static_root``.
 
     Bodies stream both ways (no request or response buffering, no size
-    limit), upstream connections are kept alive, one worker process.
+    limit) and upstream connections are kept alive. Returns nginx and its URL.
     """
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
     port = free_port()
     servers = "".join(f"    server {u.removeprefix('http://')};\n" for u in upstreams)
-    conf = work / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  client_body_temp_path {work}/body;
-  proxy_temp_path {work}/proxy;
-  fastcgi_temp_path {work}/fastcgi;
-  uwsgi_temp_path {work}/uwsgi;
-  scgi_temp_path {work}/scgi;
+    http = f"""  sendfile on;
   upstream replicas {{
 {servers}    keepalive 64;
   }}
@@ -192,15 +172,9 @@ http {{
       proxy_read_timeout 600s;
       proxy_send_timeout 600s;
     }}
-  }}
-}}
-""",
-        encoding="ascii",
-    )
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)])
+  }}"""
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/static/", proc, timeout=30, any_status=True)
-    return proc, url
+    return start_nginx(work, http, f"{url}/static/"), url
 
 
 @dataclass

@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -25,7 +28,8 @@ import blake3
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    import argparse
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -151,6 +155,49 @@ def start_server(
         command += ["--config", str(config)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{s3_port}"
+
+
+def start_nginx(work: Path, http: str, probe: str) -> subprocess.Popen[bytes]:
+    """Debian's nginx in the foreground with its files under ``work``; ``http`` is its http block.
+
+    Waits until ``probe`` (a URL it serves) answers. One worker process.
+    """
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    temp = ""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        temp += f"  {sub}_temp_path {work}/{sub};\n"
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\n{'user root;' if os.geteuid() == 0 else ''}\nworker_processes 1;\n"
+        f"pid {work}/nginx.pid;\nerror_log {work}/error.log;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n  access_log off;\n{temp}{http}\n}}\n",
+        encoding="ascii",
+    )
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)])
+    wait_http(probe, proc, timeout=30, any_status=True)
+    return proc
+
+
+def add_s3_options(parser: argparse.ArgumentParser, bucket: str) -> None:
+    """``--s3-endpoint`` (default ``$S3_ENDPOINT_URL``), the variables naming its keys, a bucket."""
+    parser.add_argument("--s3-endpoint", help="an S3 endpoint, e.g. Ceph RGW ($S3_ENDPOINT_URL)")
+    parser.add_argument("--s3-key-env", default="S3_ACCESS_KEY_ID", help="access key variable")
+    parser.add_argument(
+        "--s3-secret-env", default="S3_SECRET_ACCESS_KEY", help="secret key variable"
+    )
+    parser.add_argument("--s3-bucket", default=bucket, help="created if missing")
+
+
+def in_work_dir(prefix: str, body: Callable[[Path, ExitStack], None]) -> None:
+    """Run ``body`` in a fresh directory under /tmp with an ExitStack for its cleanup; remove it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        with ExitStack() as stack:
+            body(work, stack)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def gateway_config(work: Path, access_key: str, secret_key: str, *, anonymous: bool) -> Path:

@@ -45,6 +45,7 @@ from _common import (
     gateway_config,
     mb,
     server_env,
+    start_nginx,
     start_server,
     stop_process,
     wait_http,
@@ -127,36 +128,11 @@ def curl_rate(url: str, runs: int = 3) -> float:
     return best
 
 
-def start_nginx(root: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
-    conf = work / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-user root;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path {work}/body;
-  proxy_temp_path {work}/proxy;
-  fastcgi_temp_path {work}/fastcgi;
-  uwsgi_temp_path {work}/uwsgi;
-  scgi_temp_path {work}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}
-}}
-""",
-        encoding="ascii",
-    )
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)])
-    wait_http(f"http://127.0.0.1:{port}/", proc, timeout=30, any_status=True)
-    return proc
+def start_static_nginx(root: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
+    """Nginx serving ``root`` from disk on ``port`` (sendfile), the large GETs' peer."""
+    server = f"server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}"
+    http = f"  sendfile on;\n  tcp_nopush on;\n  {server}"
+    return start_nginx(work, http, f"http://127.0.0.1:{port}/")
 
 
 async def small_client(urls: list[str], count: int, concurrency: int) -> float:
@@ -252,7 +228,7 @@ def main() -> None:
         wait_http(f"{gw}/", server, timeout=120, any_status=True)
         big_path = Path(facts["big_path"])
         nginx_port = free_port()
-        nginx = start_nginx(big_path.parent, nginx_port, work / "nginx")
+        nginx = start_static_nginx(big_path.parent, nginx_port, work / "nginx")
 
         print("large GETs ...", flush=True)
         rates = {

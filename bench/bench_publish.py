@@ -48,11 +48,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,7 +67,9 @@ from _clients import (
 from _common import (
     RssSampler,
     SmallFile,
+    add_s3_options,
     compile_installed,
+    in_work_dir,
     load_average,
     mib,
     server_env,
@@ -80,6 +80,7 @@ from _common import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import ExitStack
 
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
@@ -507,12 +508,7 @@ def main() -> None:
         "--session", action="store_true", help="blobs through upload sessions, not POST /v1/blobs"
     )
     parser.add_argument("--fsync-seconds", type=float, default=2.0, help="each fsync loop's time")
-    parser.add_argument("--s3-endpoint", help="the RGW's URL (default $S3_ENDPOINT_URL)")
-    parser.add_argument("--s3-key-env", default="S3_ACCESS_KEY_ID", help="access key variable")
-    parser.add_argument(
-        "--s3-secret-env", default="S3_SECRET_ACCESS_KEY", help="secret key variable"
-    )
-    parser.add_argument("--s3-bucket", default="bench-publish", help="created if missing")
+    add_s3_options(parser, "bench-publish")
     parser.add_argument(
         "--rgw-dir", type=Path, default=DEFAULT_RGW_DIR, help="ceph-rgw service (start, stop)"
     )
@@ -524,12 +520,7 @@ def main() -> None:
 
     res = Results(cores=os.cpu_count() or 0, load_start=load_average())
     print(f"load average at start: {res.load_start}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-publish-", dir="/tmp"))
-    try:
-        with ExitStack() as stack:
-            run(args, work, res, stack)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    in_work_dir("bench-publish-", lambda work, stack: run(args, work, res, stack))
     report(args, res)
 
 

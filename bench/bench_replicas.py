@@ -37,13 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import httpx
@@ -54,15 +50,17 @@ from _cluster import (
     Postgres,
     S3Endpoint,
     postmaster_pid,
+    start_lb,
     start_moto,
-    start_nginx,
     start_postgres,
     start_replicas,
 )
 from _common import (
     MIB,
     SmallFile,
+    add_s3_options,
     cp_rates,
+    in_work_dir,
     load_average,
     mb,
     server_env,
@@ -76,6 +74,8 @@ from artifactstore.client.rawhttp import FileSender
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import ExitStack
+    from pathlib import Path
 
 SMALL = 4096
 
@@ -181,7 +181,7 @@ def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
     )
     nginx = None
     try:
-        nginx, lb = start_nginx(run.work / name / "nginx", replicas.urls, run.static_root)
+        nginx, lb = start_lb(run.work / name / "nginx", replicas.urls, run.static_root)
         wait_http(f"{lb}/readyz", nginx)
         one_request = probe_post_blobs(lb, replicas.token)
         res.blob_path = "POST /v1/blobs" if one_request else "upload session"
@@ -341,22 +341,13 @@ def main() -> None:
     )
     parser.add_argument("--upload-mib", type=int, default=256, help="the upload session's file")
     parser.add_argument("--chunk-mib", type=int, default=64, help="bytes per PATCH")
-    parser.add_argument("--s3-endpoint", help="an S3 endpoint instead of moto (e.g. Ceph RGW)")
-    parser.add_argument("--s3-key-env", default="S3_ACCESS_KEY_ID", help="access key variable")
-    parser.add_argument(
-        "--s3-secret-env", default="S3_SECRET_ACCESS_KEY", help="secret key variable"
-    )
-    parser.add_argument("--s3-bucket", default="bench-replicas", help="created if missing")
+    add_s3_options(parser, "bench-replicas")
     args = parser.parse_args()
+    args.s3_endpoint = args.s3_endpoint or os.environ.get("S3_ENDPOINT_URL")
 
     res = Results(load_start=load_average())
     print(f"load average at start: {res.load_start}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-replicas-", dir="/tmp"))
-    try:
-        with ExitStack() as stack:
-            main_run(args, work, res, stack)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    in_work_dir("bench-replicas-", lambda work, stack: main_run(args, work, res, stack))
     report(args, res)
 
 
