@@ -24,11 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
 from artifactstore.db.advisory import session_key, try_hold
-from artifactstore.db.engine import autocommit
-from artifactstore.db.tables import upload_sessions
 from artifactstore.digests import DualHasher
 from artifactstore.errors import (
     ConflictError,
@@ -36,11 +32,11 @@ from artifactstore.errors import (
     InvalidInputError,
     SizeMismatchError,
     TooLargeError,
-    UploadNotFoundError,
     UploadOffsetMismatchError,
 )
 from artifactstore.events import BlobStored
-from artifactstore.registry.finalize import Intent, expected_of
+from artifactstore.registry import session_rows
+from artifactstore.registry.finalize import Intent, expected_of, size_limit
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, check_expected
 from artifactstore.registry.staged_parts import StagedParts
 from artifactstore.storage.streams import coalesce
@@ -51,11 +47,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable
     from datetime import datetime
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from artifactstore.digests import BlobDigests, Digest
     from artifactstore.registry.records import BlobRecord
     from artifactstore.registry.service import Registry
+    from artifactstore.registry.session_rows import Row
 
 __all__ = ["DATABASE", "LOCAL", "SharedSessions"]
 
@@ -63,8 +58,6 @@ LOCAL = "local"
 DATABASE = "database"
 #: The largest piece stored in one row (a PATCH body is cut into pieces this big at most).
 MAX_PIECE_BYTES = 4 * 1024 * 1024
-
-Row = sa.Row[tuple[object, ...]]
 
 
 class SharedSessions:
@@ -99,9 +92,7 @@ class SharedSessions:
     ) -> int:
         """Append at ``offset``, piece by committed piece; the new offset (``Uploads.append``)."""
         session_id: uuid.UUID = row.id
-        limit = self.limits.max_blob_bytes
-        if row.declared_size is not None:
-            limit = min(limit, row.declared_size)
+        limit = size_limit(row, self.limits)
         current = await self.parts.end(session_id)
         if offset != current:
             raise UploadOffsetMismatchError(
@@ -154,7 +145,7 @@ class SharedSessions:
             if row.claim is None and last_chunk is not None:
                 at = offset if offset is not None else await self.parts.end(session_id)
                 await self.append(row, at, last_chunk, content_length=None)
-            row = await self._reread(session_id)
+            row = await session_rows.fetch(self.engine, session_id, expired_too=True)
             if row.claim is None:
                 intent = await self._claim(row, sha256=sha256, blake3=blake3, actor=actor)
             else:  # claimed by a finalize that failed or died: finish it
@@ -164,17 +155,6 @@ class SharedSessions:
                 intent = _intent_of(row)
                 check_expected(intent.digests, expected_of(row, sha256, blake3))
             return await self.complete(session_id, intent, actor=actor)
-
-    async def _reread(self, session_id: uuid.UUID) -> Row:
-        async with autocommit(self.engine) as conn:
-            row = (
-                await conn.execute(
-                    sa.select(upload_sessions).where(upload_sessions.c.id == session_id)
-                )
-            ).first()
-        if row is None:
-            raise UploadNotFoundError(f"upload session {session_id} not found")
-        return row
 
     async def _claim(
         self, row: Row, *, sha256: Digest | None, blake3: Digest | None, actor: str
@@ -192,7 +172,7 @@ class SharedSessions:
         try:
             check_expected(digests, expected)
         except (InvalidInputError, DigestMismatchError, SizeMismatchError):
-            await _delete(self.engine, session_id)
+            await session_rows.delete(self.engine, session_id)
             raise
         targets = self.registry.store.targets(
             producer=row.producer, retention_class=row.retention_class
@@ -219,21 +199,13 @@ class SharedSessions:
         await pause_at("finalize:stored")
         blob, _ = await self.registry.record_stored(d.sha256, stored, actor=actor)
         await pause_at("finalize:recorded")
-        await _delete(self.engine, session_id)
+        await session_rows.delete(self.engine, session_id)
         return blob
 
     async def sweep(self, now: datetime) -> int:
         """Finish expired claimed sessions nobody is finalizing; how many ended."""
-        async with autocommit(self.engine) as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(upload_sessions).where(
-                        upload_sessions.c.expires_at <= now, upload_sessions.c.claim.is_not(None)
-                    )
-                )
-            ).all()
         done = 0
-        for row in rows:
+        for row in await session_rows.claimed_expired(self.engine, now):
             async with try_hold(self.engine, session_key(row.id)) as held:
                 if held:
                     intent = _intent_of(row)
@@ -248,9 +220,3 @@ def _intent_of(row: Row) -> Intent:
     if intent is None:
         raise ConflictError(f"upload session {row.id} has an unreadable claim")
     return intent
-
-
-async def _delete(engine: AsyncEngine, session_id: uuid.UUID) -> None:
-    """End the session; its pieces go with it (``ON DELETE CASCADE``)."""
-    async with autocommit(engine) as conn:
-        await conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == session_id))
