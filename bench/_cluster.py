@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from _clients import cpu_ticks
 from _common import free_port, server_env, start_nginx, start_server, stop_process, wait_http
 from artifactstore.db.embedded import INGEST_SETTINGS, start_throwaway_cluster
 
@@ -226,49 +227,84 @@ def start_replicas(
 # -------------------------------------------------------------- CPU by role
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    ticks: int  # utime + stime + cutime + cstime: its own CPU and its reaped children's
+    name: str
 
 
-def process_tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and every descendant, living or reaped (utime+stime+cutime+cstime).
-
-    A process that has exited is in its parent's cutime/cstime once reaped,
-    so summing all four fields over the living tree counts each tick once.
-    """
-    children: dict[int, list[int]] = {}
+def _snapshot() -> dict[int, _Proc]:
+    """Every process's CPU ticks now (``/proc/<pid>/stat``)."""
+    procs = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ticks, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        if (fields := _stat(pid)) is not None:
-            ticks += sum(int(x) for x in fields[11:15])
-        todo += children.get(pid, [])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(")")
+        fields = rest.split()
+        procs[int(entry.name)] = _Proc(int(fields[1]), sum(int(x) for x in fields[11:15]), name)
+    return procs
+
+
+def _owners(procs: dict[int, _Proc], roles: dict[str, list[int]]) -> dict[int, str]:
+    """The role of each process: the first role (in order) whose roots it descends from."""
+    children: dict[int, list[int]] = {}
+    for pid, proc in procs.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    owner: dict[int, str] = {}
+    for role, roots in roles.items():
+        todo = list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid in procs and pid not in owner:
+                owner[pid] = role
+                todo += children.get(pid, [])
+    return owner
 
 
 @dataclass
 class CpuMeter:
-    """CPU seconds per role (a role is the process trees under some pids) between start and stop."""
+    """CPU seconds by role between ``start`` and ``stop``, from ``/proc``.
+
+    A role is the process trees under some pids, claimed in order (so a
+    later role such as this benchmark's own tree takes only what is left);
+    every other process's CPU goes to ``other`` (its biggest users named in
+    ``others``), and the machine's busy time no process accounts for
+    (interrupts, mostly loopback networking) to ``kernel``. A process that
+    exits inside the window is counted with its parent once reaped.
+    """
 
     roles: dict[str, list[int]]
     used: dict[str, float] = field(default_factory=dict)
-    _before: dict[str, float] = field(default_factory=dict)
-
-    def _read(self) -> dict[str, float]:
-        return {role: sum(process_tree_cpu(p) for p in pids) for role, pids in self.roles.items()}
+    others: list[tuple[str, float]] = field(default_factory=list)
+    _before: dict[int, _Proc] = field(default_factory=dict)
+    _busy: int = 0
 
     def start(self) -> None:
-        """Read every role's CPU counters."""
-        self._before = self._read()
+        """Read every process's counters and the machine's."""
+        self._busy = cpu_ticks()[0]
+        self._before = _snapshot()
 
     def stop(self) -> None:
-        """Read them again; ``used`` holds the difference."""
-        after = self._read()
-        self.used = {role: after[role] - self._before[role] for role in self.roles}
+        """Read them again; ``used`` holds the seconds by role, then other and kernel."""
+        after = _snapshot()
+        busy = cpu_ticks()[0] - self._busy
+        owner = _owners(after, self.roles)
+        ticks = dict.fromkeys([*self.roles, "other"], 0)
+        by_name: dict[str, int] = {}
+        for pid, proc in after.items():
+            before = self._before.get(pid)
+            delta = proc.ticks - (before.ticks if before is not None else 0)
+            role = owner.get(pid, "other")
+            ticks[role] += delta
+            if role == "other":
+                by_name[proc.name] = by_name.get(proc.name, 0) + delta
+        hz = os.sysconf("SC_CLK_TCK")
+        ticks["kernel"] = max(0, busy - sum(ticks.values()))
+        self.used = {role: t / hz for role, t in ticks.items()}
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:3]
+        self.others = [(name, t / hz) for name, t in top if t > 0]
