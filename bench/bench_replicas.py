@@ -113,7 +113,8 @@ class Upload:
 class Phase:
     """One deployment's figures."""
 
-    replicas: int
+    replicas: int  # behind nginx
+    idle: int  # running on the same database, not routed to
     rate: Rate
     cpu: dict[str, float]
     others: str  # the biggest other processes, CPU ms per publish
@@ -191,32 +192,37 @@ def upload(api: str, token: str, run: Run, roles: dict[str, list[int]]) -> Uploa
     return Upload(seconds, patching, meter.used)
 
 
-def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
-    """Start ``n`` replicas and nginx on a fresh database; publishes, peers, one upload."""
-    args, name = run.args, f"p{index}_{n}r"
+def run_phase(run: Run, index: int, shape: tuple[int, int], res: Results) -> Phase:
+    """Start replicas (serving, idle) and nginx on a fresh database; publishes, peers, one upload.
+
+    Idle replicas run on the same database but nginx does not route to them.
+    """
+    (n, idle), args = shape, run.args
+    name = f"p{index}_{n}r{idle}i"
     url = run.pg.create_database(name)
     config = run.work / f"{name}.toml"
     extra = run.s3.config(config, key_prefix=name)
-    print(f"phase {index + 1}: {n} replica(s) ...", flush=True)
+    print(f"phase {index + 1}: {n} replica(s), {idle} idle ...", flush=True)
     replicas = start_replicas(
-        n, run.work / name, database_url=url, config=config, extra_env=extra, log=run.log
+        n + idle, run.work / name, database_url=url, config=config, extra_env=extra, log=run.log
     )
     nginx = None
     try:
-        nginx, lb = start_lb(run.work / name / "nginx", replicas.urls, run.static_root)
+        nginx, lb = start_lb(run.work / name / "nginx", replicas.urls[:n], run.static_root)
         wait_http(f"{lb}/readyz", nginx)
         one_request = probe_post_blobs(lb, replicas.token)
         res.blob_path = "POST /v1/blobs" if one_request else "upload session"
         pids = [p.pid for p in replicas.processes]
-        roles = {"replicas": pids, "postgres": [run.pg.postmaster_pid()], "nginx": [nginx.pid]}
+        roles = {"replicas": pids[:n], "idle replicas": pids[n:]}
+        roles |= {"postgres": [run.pg.postmaster_pid()], "nginx": [nginx.pid]}
         if run.s3_pid is not None:
             roles["s3"] = [run.s3_pid]
         roles["clients"] = [os.getpid()]  # what is left of this benchmark's tree
         meter = CpuMeter(roles)
         target = RestTarget(lb, replicas.token, one_request)
         rate = run_clients(target, args.publishes, args.clients, args.warmup, meter)
-        others = ", ".join(f"{name} {s / rate.count * 1000:.1f}" for name, s in meter.others)
-        if n == 1 and res.direct is None:
+        others = ", ".join(f"{proc} {s / rate.count * 1000:.1f}" for proc, s in meter.others)
+        if n == 1 and not idle and res.direct is None:
             print("  peers: straight to the replica, nginx static ...", flush=True)
             direct = RestTarget(replicas.urls[0], replicas.token, one_request, prefix="direct-")
             res.direct = run_clients(direct, args.publishes, args.clients, args.warmup)
@@ -224,7 +230,7 @@ def run_phase(run: Run, index: int, n: int, res: Results) -> Phase:
             res.static = run_clients(static, args.publishes, args.clients, args.warmup)
         print(f"  {args.upload_mib} MiB upload session ...", flush=True)
         up = upload(lb, replicas.token, run, {k: v for k, v in roles.items() if k != "clients"})
-        return Phase(n, rate, meter.used, others, up)
+        return Phase(n, idle, rate, meter.used, others, up)
     finally:
         stop_process(nginx)
         replicas.stop()
@@ -279,8 +285,8 @@ def main_run(args: argparse.Namespace, work: Path, res: Results, stack: ExitStac
     run = Run(
         args, work, pg, s3, s3_pid, big, f"sha256:{big_hex}", warm, warm_sha, static_root, log
     )
-    for index, n in enumerate(args.order):
-        res.phases.append(run_phase(run, index, n, res))
+    for index, shape in enumerate(args.order):
+        res.phases.append(run_phase(run, index, shape, res))
     print("embedded default upload ...", flush=True)
     res.embedded = embedded_upload(run)
     res.sha_rate_after = sha256_file(big)[1]
@@ -314,7 +320,8 @@ def report(args: argparse.Namespace, res: Results) -> None:
         per = ", ".join(f"{role} {s / r.count * 1000:.1f}" for role, s in phase.cpu.items())
         rows += [
             (
-                f"phase {k + 1}: {phase.replicas} replica(s) via nginx",
+                f"phase {k + 1}: {phase.replicas} replica(s) via nginx"
+                + (f" + {phase.idle} idle" if phase.idle else ""),
                 f"{r.per_second:,.0f} /s",
                 (
                     f"{r.count:,} in {r.seconds:.2f} s; p50 {r.p50 * 1000:.1f} ms,"
@@ -326,16 +333,12 @@ def report(args: argparse.Namespace, res: Results) -> None:
         ]
     by_count: dict[int, list[float]] = {}
     for phase in res.phases:
-        by_count.setdefault(phase.replicas, []).append(phase.rate.per_second)
+        if not phase.idle:
+            by_count.setdefault(phase.replicas, []).append(phase.rate.per_second)
     if 1 in by_count and 3 in by_count:
         one, three = statistics.mean(by_count[1]), statistics.mean(by_count[3])
-        rows.append(
-            (
-                "3 replicas vs 1",
-                f"{three / one:.2f}x",
-                f"{three:,.0f} vs {one:,.0f} /s (target >= 0.9x)",
-            )
-        )
+        note = f"{three:,.0f} vs {one:,.0f} /s (target >= 0.9x)"
+        rows.append(("3 replicas vs 1", f"{three / one:.2f}x", note))
     if res.direct is not None:
         rows.append(("1 replica, no nginx", f"{res.direct.per_second:,.0f} /s", "same clients"))
     if res.static is not None:
@@ -344,9 +347,7 @@ def report(args: argparse.Namespace, res: Results) -> None:
         )
     for k, phase in enumerate(res.phases):
         value, note = upload_cell(phase.upload, size, res.sha_rate)
-        rows.append(
-            (f"{args.upload_mib} MiB session, phase {k + 1} ({phase.replicas}r)", value, note)
-        )
+        rows.append((f"{args.upload_mib} MiB session, phase {k + 1}", value, note))
     if res.embedded is not None:
         value, note = upload_cell(res.embedded, size, res.sha_rate)
         rows.append((f"{args.upload_mib} MiB session, embedded default", value, note))
@@ -360,6 +361,12 @@ def report(args: argparse.Namespace, res: Results) -> None:
     print(f"load average at end: {load_average()}")
 
 
+def phase_shape(text: str) -> tuple[int, int]:
+    """``3`` -> (3, 0); ``1+2`` -> (1, 2): replicas behind nginx, idle replicas beside them."""
+    serving, _, idle = text.partition("+")
+    return int(serving), int(idle or 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--publishes", type=int, default=1000, help="publishes per phase")
@@ -367,9 +374,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="warm-up publishes per client")
     parser.add_argument(
         "--order",
-        type=lambda s: [int(x) for x in s.split(",")],
-        default=[1, 3, 3, 1],
-        help="replicas per phase, in order",
+        type=lambda s: [phase_shape(x) for x in s.split(",")],
+        default="1,3,3,1",
+        help="replicas behind nginx per phase, in order; 1+2: one routed, two idle beside it",
     )
     parser.add_argument("--upload-mib", type=int, default=256, help="the upload session's file")
     parser.add_argument("--chunk-mib", type=int, default=64, help="bytes per PATCH")
