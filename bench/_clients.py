@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -44,12 +43,6 @@ def cpu_ticks() -> tuple[int, int]:
     first = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0]
     ticks = [int(x) for x in first.split()[1:9]]  # user nice system idle iowait irq softirq steal
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
-
-
-def own_cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far."""
-    times = os.times()
-    return times.user + times.system
 
 
 class Meter(Protocol):
@@ -153,7 +146,6 @@ class ClientResult:
     started: float
     ended: float
     latencies: list[float]
-    cpu_seconds: float = 0.0  # this client process's own, over the timed loop
     error: str = ""
 
 
@@ -174,15 +166,13 @@ def client_process(  # noqa: PLR0917 - the arguments of a multiprocessing target
                 store(f"warmup/{index}.{k}", f)
             barrier.wait(CLIENT_TIMEOUT)
             latencies = []
-            cpu = own_cpu_seconds()
             started = time.monotonic()
             for k, f in enumerate(files[warmup:]):
                 t0 = time.perf_counter()
                 store(f"small/{index}.{k}", f)
                 latencies.append(time.perf_counter() - t0)
             ended = time.monotonic()
-            cpu = own_cpu_seconds() - cpu
-        results.put(ClientResult(started, ended, latencies, cpu))
+        results.put(ClientResult(started, ended, latencies))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
         barrier.abort()
         results.put(ClientResult(0.0, 0.0, [], error=f"client {index}: {exc!r}"))
@@ -197,7 +187,6 @@ class Rate:
     p50: float
     p99: float
     cpu_busy: float  # the machine's, all cores, over the same time
-    client_cpu: float = 0.0  # CPU seconds of the client processes in their timed loops
 
     @property
     def per_second(self) -> float:
@@ -261,7 +250,6 @@ def run_clients(
         percentile(latencies, 0.5),
         percentile(latencies, 0.99),
         busy,
-        sum(r.cpu_seconds for r in got),
     )
 
 

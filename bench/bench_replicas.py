@@ -213,7 +213,7 @@ def run_phase(run: Run, index: int, shape: tuple[int, int], res: Results) -> Pha
         one_request = probe_post_blobs(lb, replicas.token)
         res.blob_path = "POST /v1/blobs" if one_request else "upload session"
         pids = [p.pid for p in replicas.processes]
-        roles = {"replicas": pids[:n], "idle replicas": pids[n:]}
+        roles = {"replicas": pids[:n]} | ({"idle replicas": pids[n:]} if idle else {})
         roles |= {"postgres": [run.pg.postmaster_pid()], "nginx": [nginx.pid]}
         if run.s3_pid is not None:
             roles["s3"] = [run.s3_pid]
