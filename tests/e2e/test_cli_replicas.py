@@ -2,10 +2,11 @@
 
 Real ``artifactstore serve`` processes on one database (DESIGN section 13),
 the real CLI, and a real ``kill -9`` of a server in the middle of an upload
-(issue 13 item 4). Two replicas here share one data dir so they share
-staged bytes; a re-run through the other one's URL must resume the same
-session (fewer bytes sent than the file), because sessions belong to the
-deployment, not to the URL they were opened through.
+(issue 13 item 4). Replicas store into the ``postgres`` backend (no
+``local`` target), so their sessions stage in the shared database and any
+replica continues them; a re-run through another replica's URL must resume
+the same session (fewer bytes sent than the file), because sessions belong
+to the deployment, not to the URL they were opened through.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ CHUNK = "4MiB"
 DEADLINE_SECONDS = 120.0
 EXIT_UNAVAILABLE = 3  # docs: the server is unreachable
 UPLOAD_FLAGS = ("--no-handoff", "--chunk-size", CHUNK, "--concurrency", "1", "--json")
+
+
+def _replicas(start_server: Callable[..., Server], tmp_path: Path) -> tuple[Server, Server]:
+    """Two replicas, each with its own data dir, on one database holding the blobs too."""
+    config = tmp_path / "replicas.toml"
+    config.write_text('[storage]\ndefault = "db"\n\n[storage.backends.db]\ntype = "postgres"\n')
+    return start_server(config=config), start_server(config=config)
 
 
 def _big_file(tmp_path: Path) -> Path:
@@ -115,8 +123,7 @@ def test_a_rerun_through_another_url_of_the_deployment_resumes(
     start_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     """Replica A dies mid-upload; the same command through replica B's URL resumes A's session."""
-    first = start_server()
-    second = start_server(data_dir=first.data_dir)
+    first, second = _replicas(start_server, tmp_path)
     src = _big_file(tmp_path)
     code, err = _killed_mid_upload(first, src, first.client_env())
     assert code == EXIT_UNAVAILABLE, err
@@ -230,8 +237,7 @@ def test_a_replica_killed_behind_a_balancer_the_upload_continues_on_another(
     tmp_path: Path,
 ) -> None:
     """One CLI run through the balancer: the reset connection is retried, HEAD re-syncs, done."""
-    first = start_server()
-    second = start_server(data_dir=first.data_dir)  # shared staging (and log)
+    first, second = _replicas(start_server, tmp_path)
     balancer = balancer_of([first, second])
     src = _big_file(tmp_path)
     env = {**first.client_env(), "ARTIFACTSTORE_SERVER": f"http://127.0.0.1:{balancer.port}"}
@@ -242,6 +248,7 @@ def test_a_replica_killed_behind_a_balancer_the_upload_continues_on_another(
     assert run.returncode == 0, err
     assert "retrying in" in err  # the kill cut a request
     assert json.loads(out)["uploaded"] == 1
-    log = first.log_path.read_text()
-    assert len(re.findall(r'"method":"POST"[^\n]*"/v1/uploads"', log)) == 1, log[-4000:]
+    logs = first.log_path.read_text() + second.log_path.read_text()
+    assert len(re.findall(r'"method":"POST"[^\n]*"/v1/uploads"', logs)) == 1, logs[-4000:]
+    assert _patches(second) > 0  # the same session went on on the other replica
     _downloads_exact(second, src, tmp_path / "out")
