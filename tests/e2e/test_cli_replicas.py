@@ -81,7 +81,8 @@ def _remembered(tmp_path: Path) -> list[str]:
     """Session ids in the CLI's session cache (``XDG_CACHE_HOME`` of ``base_env``)."""
     ids: list[str] = []
     for file in (tmp_path / "cache" / "artifactstore" / "uploads").glob("*.json"):
-        ids += [r["session"] for r in json.loads(file.read_text())["sessions"]]
+        data = json.loads(file.read_text())
+        ids += [r["session"] for r in data.get("sessions", [data])]  # or one record (0.x)
     return ids
 
 
