@@ -3,8 +3,10 @@
 ``start_server`` launches ``python -m artifactstore.cli serve`` with its own
 data dir, on this test's database (``ARTIFACTSTORE_DATABASE_URL``) unless
 asked to use the embedded cluster, waits for ``/healthz``, and stops it at
-teardown (SIGTERM, then SIGKILL). A write token is created with the real CLI
-(``token create --json``) and handed to clients through ``ARTIFACTSTORE_TOKEN``.
+teardown (SIGTERM, then SIGKILL). It does not drain on SIGTERM
+(``ARTIFACTSTORE_SERVER_DRAIN_SECONDS=0``) unless ``env`` says otherwise. A
+write token is created with the real CLI (``token create --json``) and
+handed to clients through ``ARTIFACTSTORE_TOKEN``.
 Server output goes to ``<data_dir>/server.log`` for assertions and post-mortems.
 """
 
@@ -114,7 +116,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
             ],
-            env=self.env,
+            env={"ARTIFACTSTORE_SERVER_DRAIN_SECONDS": "0", **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

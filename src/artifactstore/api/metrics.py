@@ -8,6 +8,14 @@ locations by backend and state) are refreshed from the database when
 ``artifactstore.access`` logger; no header or body content is logged, so no
 token ever reaches a log. Same-host handoffs (``api.handoff``) are counted and
 logged the same way (``Metrics.record``), with method ``HANDOFF``.
+
+Several replicas (DESIGN section 13): counters and histograms count this
+process's own work, so summing them across replicas is right. The gauges read
+from the database describe the whole deployment and every replica reports
+the same value: aggregate them with ``max``, never ``sum`` (their HELP text
+says so). They stay on every replica, rather than on one elected replica, so
+a series never jumps between replicas or vanishes while a lock changes hands.
+``artifactstore_replica_info`` is 1 per live replica: ``count`` it.
 """
 
 from __future__ import annotations
@@ -15,24 +23,43 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+import artifactstore
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+__all__ = ["DEPLOYMENT_WIDE", "Metrics", "MetricsMiddleware"]
 
 access_log = logging.getLogger("artifactstore.access")
+
+#: The HELP suffix of every gauge that describes the whole deployment.
+DEPLOYMENT_WIDE = " (deployment-wide, from the database: the same on every replica; max, not sum)"
 
 
 class Metrics:
     """The app's metric families, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.replica = replica or uuid.uuid4().hex[:12]
+        Gauge(
+            "artifactstore_replica_info",
+            "1 per running replica (count it); replica is host:port or an id made at start",
+            ["replica", "version"],
+            registry=r,
+        ).labels(self.replica, artifactstore.__version__).set(1)
+        self.job_ticks = Counter(
+            "artifactstore_periodic_job_ticks",
+            "Ticks of periodic jobs on this replica: ran, skipped (another replica had it), failed",
+            ["job", "outcome"],
+            registry=r,
+        )
         self.requests = Counter(
             "artifactstore_http_requests",
             "HTTP requests",
@@ -71,23 +98,29 @@ class Metrics:
         )
         self.upload_resumed_offset = Gauge(
             "artifactstore_upload_last_resumed_offset_bytes",
-            "Offset of the most recent append that continued a session",
+            "Offset of the most recent append to this replica that continued a session",
             registry=r,
         )
         self.active_uploads = Gauge(
-            "artifactstore_upload_sessions_active", "Upload sessions not yet expired", registry=r
+            "artifactstore_upload_sessions_active",
+            "Upload sessions not yet expired" + DEPLOYMENT_WIDE,
+            registry=r,
         )
         self.events_head = Gauge(
             "artifactstore_events_head_seq",
-            "Events appended: the newest seq in the log",
+            "Events appended: the newest seq in the log" + DEPLOYMENT_WIDE,
             registry=r,
         )
         self.locations = Gauge(
             "artifactstore_storage_locations",
-            "Storage locations by backend and state",
+            "Storage locations by backend and state" + DEPLOYMENT_WIDE,
             ["backend", "state"],
             registry=r,
         )
+
+    def job_ticked(self, job: str, outcome: str) -> None:
+        """Count one tick of a periodic job (``registry.periodic``)."""
+        self.job_ticks.labels(job, outcome).inc()
 
     def appended_at(self, offset: int) -> None:
         """Note an append to a session at ``offset`` (PATCH or handoff): > 0 is a resume."""
