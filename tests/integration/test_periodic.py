@@ -120,7 +120,7 @@ async def test_the_loop_ticks_until_stopped_and_survives_a_failing_body(
 
     def observe(name: str, outcome: Outcome) -> None:
         seen.append((name, outcome))
-        if len(seen) >= 3:  # noqa: PLR2004 - a failure and two runs after it
+        if len(seen) >= 3:  # a failure and two runs after it
             enough.set()
 
     runner = Periodic(replicas[0], observe=observe)
