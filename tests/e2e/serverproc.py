@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import httpx
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -141,6 +142,15 @@ class Server:
     def close(self) -> None:
         """Kill the process if it still runs."""
         self.kill()
+
+    def wait_until(
+        self, what: str, condition: Callable[[], bool], seconds: float = STARTUP_TIMEOUT_SECONDS
+    ) -> None:
+        """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}:\n{self.log_tail()}"
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -29,14 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DEADLINE_SECONDS = 60.0
 BODY = os.urandom(256 * 1024)
-
-
-def wait_until(what: str, condition: Callable[[], bool], server: Server) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after a generous deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def readyz(server: Server) -> tuple[int, dict[str, object]] | None:
@@ -87,9 +78,9 @@ def test_sigterm_drains_then_an_inflight_patch_still_completes(
             seen.append(readyz(server))
             return seen[-1] is None or seen[-1][0] != 200
 
-        wait_until("/readyz kept saying ok", not_ok, server)
+        server.wait_until("/readyz kept saying ok", not_ok)
         assert seen[-1] == (503, {"status": "draining"})  # old code: None (closed at once)
-        wait_until("the listener never closed", lambda: refuses_connections(server), server)
+        server.wait_until("the listener never closed", lambda: refuses_connections(server))
         assert server.process.poll() is None  # the PATCH in flight keeps the process up
 
         patch.sendall(BODY[half:])

@@ -10,7 +10,6 @@ SIGKILL, and then run it (the session goes).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -31,16 +30,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DEADLINE_SECONDS = 60.0
 JOB = "upload-expiry"
-
-
-def wait_until(what: str, condition: Callable[[], bool], server: Server) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after a generous deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def job_ticks(server: Server, outcome: str) -> float:
@@ -77,10 +67,9 @@ def test_upload_expiry_passes_to_another_replica_when_its_holder_is_killed(
     config = tmp_path / "jobs.toml"
     config.write_text("[uploads]\nexpiry_seconds = 1\nexpiry_interval_seconds = 1\n")
     holder = start_server(config=config, extra_env={PAUSE_ENV: f"job-held:{JOB}"})
-    wait_until(
-        "A never held the expiry job",
-        lambda: f"paused at job-held:{JOB}" in holder.log_path.read_text(errors="replace"),
-        holder,
+    paused = f"paused at job-held:{JOB}"
+    holder.wait_until(
+        "A never held the expiry job", lambda: paused in holder.log_path.read_text(errors="replace")
     )
     other = start_server(config=config)
     token = other.env["ARTIFACTSTORE_TOKEN"]
@@ -93,13 +82,13 @@ def test_upload_expiry_passes_to_another_replica_when_its_holder_is_killed(
     def state() -> str:
         return asyncio.run(_session_state(database_url, session_id))
 
-    wait_until("the session never expired", lambda: state() != "live", other)
+    other.wait_until("the session never expired", lambda: state() != "live")
     assert state() == "expired"  # not yet removed: B skips the job A holds
     skipped = job_ticks(other, "skipped")
-    wait_until("B stopped ticking", lambda: job_ticks(other, "skipped") >= skipped + 2, other)
+    other.wait_until("B stopped ticking", lambda: job_ticks(other, "skipped") >= skipped + 2)
     assert state() == "expired"  # B ticked twice after the expiry and left it: A holds the job
     assert job_ticks(other, "ran") == 0
 
     holder.kill()
-    wait_until("B never took the job over", lambda: state() == "gone", other)
+    other.wait_until("B never took the job over", lambda: state() == "gone")
     assert job_ticks(other, "ran") >= 1

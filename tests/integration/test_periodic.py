@@ -44,6 +44,15 @@ class Blocking:
         await self.release.wait()
 
 
+def _pair(
+    replicas: tuple[AsyncEngine, AsyncEngine],
+) -> tuple[Periodic, Periodic, Blocking, Blocking]:
+    """Runners of replicas A and B; A's body blocks until released, B's runs straight through."""
+    on_a, on_b = Blocking(), Blocking()
+    on_b.release.set()
+    return Periodic(replicas[0]), Periodic(replicas[1]), on_a, on_b
+
+
 async def _holding(runner: Periodic, job: Job, body: Blocking) -> asyncio.Task[Outcome]:
     task = asyncio.create_task(runner.tick(job))
     await asyncio.wait_for(body.started.wait(), DEADLINE_SECONDS)
@@ -54,9 +63,7 @@ async def test_a_locked_job_runs_on_one_replica_at_a_time(
     replicas: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     """While replica A runs a job's body, B's tick of the same job skips; after A, B runs it."""
-    a, b = Periodic(replicas[0]), Periodic(replicas[1])
-    on_a, on_b = Blocking(), Blocking()
-    on_b.release.set()
+    a, b, on_a, on_b = _pair(replicas)
     first = await _holding(a, Job("expiry", 60, on_a), on_a)
     assert await b.tick(Job("expiry", 60, on_b)) == "skipped"
     assert on_b.runs == 0
@@ -71,9 +78,7 @@ async def test_a_shared_job_runs_on_every_replica_at_once(
     replicas: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     """A shared job takes no lock: B runs it while A's body is still running."""
-    a, b = Periodic(replicas[0]), Periodic(replicas[1])
-    on_a, on_b = Blocking(), Blocking()
-    on_b.release.set()
+    a, b, on_a, on_b = _pair(replicas)
     first = await _holding(a, Job("sweep", 60, on_a, shared=True), on_a)
     assert await b.tick(Job("sweep", 60, on_b, shared=True)) == "ran"
     on_a.release.set()
@@ -84,9 +89,7 @@ async def test_a_dead_holders_lock_passes_to_the_next_tick(
     replicas: tuple[AsyncEngine, AsyncEngine], engine: AsyncEngine
 ) -> None:
     """When the holder's connection dies mid-body, the other replica's next tick runs the job."""
-    a, b = Periodic(replicas[0]), Periodic(replicas[1])
-    on_a, on_b = Blocking(), Blocking()
-    on_b.release.set()
+    a, b, on_a, on_b = _pair(replicas)
     first = await _holding(a, Job("expiry", 60, on_a), on_a)
     assert await b.tick(Job("expiry", 60, on_b)) == "skipped"
     async with engine.connect() as admin:
