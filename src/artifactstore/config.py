@@ -47,6 +47,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StorageSettings",
+    "TracingSettings",
     "UploadSettings",
     "default_data_dir",
     "is_loopback",
@@ -177,6 +178,13 @@ class UploadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """``[tracing]``: W3C ``traceparent`` in and out of the REST API, trace ids in the log."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayCredential:
     """One ``[[gateway.credentials]]`` entry: an access key and its secret's reference."""
 
@@ -266,6 +274,7 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
     storage: StorageSettings | None = None
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = "defaults"
 
     @property
@@ -596,6 +605,10 @@ def load_settings(
     )
     gw.finish()
 
+    tr = _Reader(top.table_of("tracing"), "tracing", source)
+    tracing = TracingSettings(enabled=tr.get("enabled", bool, False))
+    tr.finish()
+
     storage = _storage(_Reader(top.table_of("storage"), "storage", source), data_dir)
     top.finish()
     return Settings(
@@ -605,5 +618,6 @@ def load_settings(
         gateway=gateway,
         uploads=uploads,
         storage=storage,
+        tracing=tracing,
         source=source,
     )

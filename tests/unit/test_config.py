@@ -164,6 +164,15 @@ def test_drain_and_expiry_interval_default_and_validate(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "[uploads]\nexpiry_interval_seconds = 0"), environ={})
 
 
+def test_tracing_is_off_by_default_and_must_be_a_boolean(tmp_path: Path) -> None:
+    """[tracing] enabled defaults to false; a non-boolean names tracing.enabled."""
+    assert load_settings(environ={}).tracing.enabled is False
+    on = load_settings(_write(tmp_path, "[tracing]\nenabled = true"), environ={})
+    assert on.tracing.enabled is True
+    with pytest.raises(ConfigError, match=r"tracing\.enabled"):
+        load_settings(_write(tmp_path, "[tracing]\nenabled = 'yes'"), environ={})
+
+
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     """A non-integer port in the environment names both key and variable."""
     with pytest.raises(ConfigError, match=r"server\.port.*ARTIFACTSTORE_SERVER_PORT"):

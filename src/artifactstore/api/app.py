@@ -154,5 +154,5 @@ def create_app(
     for module in (uploads, blobs, packages, events, system):
         app.include_router(module.router)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.server.body_timeout_seconds)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, tracing=settings.tracing.enabled)
     return app

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import artifactstore
+from artifactstore.api.tracing import HEADER, TraceContext
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -139,35 +140,39 @@ class Metrics:
         received: int,
         sent: int,
         client: str,
+        trace: str | None = None,
     ) -> None:
         """Count one request and write its access-log line (HTTP or handoff)."""
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
         self.bytes_in.inc(received)
         self.bytes_out.inc(sent)
-        access_log.info(
-            json.dumps(
-                {
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "ms": round(seconds * 1000, 2),
-                    "in": received,
-                    "out": sent,
-                    "client": client,
-                },
-                separators=(",", ":"),
-            )
-        )
+        line = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "ms": round(seconds * 1000, 2),
+            "in": received,
+            "out": sent,
+            "client": client,
+        }
+        if trace is not None:
+            line["trace"] = trace
+        access_log.info(json.dumps(line, separators=(",", ":")))
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (no body buffering, so streaming stays streaming)."""
+    """Pure ASGI middleware (no body buffering, so streaming stays streaming).
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    With ``tracing``, each request continues or starts a W3C trace
+    (``api.tracing``): the response carries ``traceparent``, the log line the trace id.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, tracing: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count and log one request."""
@@ -178,6 +183,7 @@ class MetricsMiddleware:
         status = 500
         sent = 0
         received = 0
+        trace = TraceContext.continuing(_header(scope, HEADER)) if self.tracing else None
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -190,6 +196,9 @@ class MetricsMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if trace is not None:
+                    headers = [*message.get("headers", ()), (HEADER.encode(), trace.header())]
+                    message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -208,4 +217,13 @@ class MetricsMiddleware:
                 received=received,
                 sent=sent,
                 client=(scope.get("client") or ("", 0))[0],
+                trace=trace.trace_id if trace is not None else None,
             )
+
+
+def _header(scope: Scope, name: str) -> bytes | None:
+    wanted = name.encode()
+    for key, value in scope["headers"]:
+        if key.lower() == wanted:
+            return bytes(value)
+    return None
