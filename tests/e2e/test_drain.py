@@ -5,6 +5,7 @@ body is still arriving when SIGTERM comes (sent by hand over a socket, so the
 test decides when the rest of the body leaves), and a load balancer's view:
 ``/readyz`` answers 503 ``draining`` while new connections are still served,
 then the listener closes, and only then does the PATCH finish - with 204.
+A second signal ends a drain early.
 """
 
 from __future__ import annotations
@@ -92,4 +93,16 @@ def test_sigterm_drains_then_an_inflight_patch_still_completes(
     status_line, _, headers = answer.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 204 No Content", answer
     assert f"{OFFSET_HEADER.lower()}: {len(BODY)}".encode() in headers.lower()
+    assert server.process.wait(DEADLINE_SECONDS) == 0
+
+
+def test_a_second_signal_cuts_the_drain_short(start_server: Callable[..., Server]) -> None:
+    """With a drain far longer than the test's deadline, a second SIGTERM still ends it, exit 0."""
+    server = start_server(extra_env={"ARTIFACTSTORE_SERVER_DRAIN_SECONDS": "3600"})
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_until(
+        "/readyz never said draining", lambda: readyz(server) == (503, {"status": "draining"})
+    )
+    server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(DEADLINE_SECONDS) == 0
