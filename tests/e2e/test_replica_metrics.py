@@ -6,6 +6,7 @@ Two real ``artifactstore serve`` processes on one database, each scraped at
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import TYPE_CHECKING
 
@@ -87,3 +88,19 @@ def test_two_replicas_count_themselves_once_and_share_deployment_gauges(
     assert heads[0] == heads[1]
     for name in DEPLOYMENT_GAUGES:
         assert all("max, not sum" in f[name].documentation for f in scraped), name
+
+    # The staging sweep is a shared job: every replica runs it (from its start), none skips it.
+    def sweeps(server: Server, outcome: str) -> float:
+        return value(
+            scrape(server),
+            "artifactstore_periodic_job_ticks_total",
+            job="upload-staging-sweep",
+            outcome=outcome,
+        )
+
+    def swept(server: Server) -> bool:
+        return sweeps(server, "ran") >= 1
+
+    for server in (first, second):
+        server.wait_until("the staging sweep never ran", functools.partial(swept, server))
+        assert sweeps(server, "skipped") == 0

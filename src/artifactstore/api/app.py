@@ -74,8 +74,10 @@ def _jobs(settings: Settings, uploads_: Uploads) -> list[Job]:
         if removed:
             log.info("expired %d upload session(s)", removed)
 
+    every = settings.uploads.expiry_interval_seconds
     return [
-        Job("upload-expiry", settings.uploads.expiry_interval_seconds, expire),
+        Job("upload-expiry", every, expire),
+        Job("upload-staging-sweep", every, uploads_.sweep_local, shared=True),
     ]
 
 
