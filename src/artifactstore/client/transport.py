@@ -330,6 +330,9 @@ class Transport:
         first time, so an operation can re-synchronise (e.g. ask for the
         upload offset) before trying again. A server that was never reached
         is not retried: nothing is listening, and saying so at once helps more.
+        When the budget runs out after retries, the last failure is raised
+        as its own class saying so (``gave up after N attempts``, ``detail
+        ["attempts"]``), so a command's last line tells it stopped by design.
 
         Raises:
             ArtifactStoreError: the last failure, or the first one not worth retrying.
