@@ -83,8 +83,17 @@ class Server:
 
     def start(self) -> None:
         """Start the process and wait until ``/healthz`` answers."""
+        self.spawn()
+        self.wait_healthy()
+
+    def spawn(self) -> None:
+        """Start the process; do not wait (start several, then ``wait_healthy`` each)."""
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = self._spawn(log)
+
+    def wait_healthy(self) -> None:
+        """Wait until ``/healthz`` answers; kill the process if it never does."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
