@@ -58,14 +58,9 @@ class Backend:
         return sorted(o["Key"].rsplit("/", 1)[-1] for o in listing.get("Contents", []))
 
 
-@pytest.fixture(params=["local", "s3"])
-def backend(
-    request: pytest.FixtureRequest, moto_endpoint: S3Endpoint, tmp_path: Path
-) -> Iterator[Backend]:
-    """A local directory, or a fresh bucket on the moto server."""
-    if request.param == "local":
-        yield Backend("local", tmp_path, None, "")
-        return
+@contextlib.contextmanager
+def _moto_bucket(moto_endpoint: S3Endpoint, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh bucket on the moto server as the only backend, emptied afterwards."""
     client = moto_endpoint.raw_client()
     bucket = f"crash-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
@@ -93,6 +88,25 @@ secret_key_ref = "env:E2E_S3_SECRET_KEY"
         yield found
     finally:
         empty_bucket(client, bucket)
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(
+    request: pytest.FixtureRequest, moto_endpoint: S3Endpoint, tmp_path: Path
+) -> Iterator[Backend]:
+    """A local directory, or a fresh bucket on the moto server."""
+    if request.param == "local":
+        yield Backend("local", tmp_path, None, "")
+        return
+    with _moto_bucket(moto_endpoint, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+def s3_backend(moto_endpoint: S3Endpoint, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh bucket on the moto server: sessions on an external database stage in it."""
+    with _moto_bucket(moto_endpoint, tmp_path) as found:
+        yield found
 
 
 def _wait_for(condition: Callable[[], bool], server: Server) -> None:
@@ -198,3 +212,43 @@ def test_a_handed_store_killed_mid_way_leaves_no_staged_file(
     del server.env[PAUSE_ENV]
     server.start()
     assert _staged(server) == []
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_finalize_killed_on_one_replica_completes_on_another(
+    start_server: Callable[..., Server], s3_backend: Backend, point: str
+) -> None:
+    """Replica A dies inside a finalize and stays dead: replica B finishes the retried PUT.
+
+    The session is database-staged (external database, only an S3 target,
+    docs/design/0007): A's data dir holds nothing B needs.
+    """
+    env = s3_backend.env
+    dying = start_server(config=s3_backend.config, extra_env={**env, PAUSE_ENV: point})
+    other = start_server(config=s3_backend.config, extra_env=env)
+    data = os.urandom(SIZE)
+    sha256 = hashlib.sha256(data).hexdigest()
+    headers = {"Authorization": f"Bearer {dying.env['ARTIFACTSTORE_TOKEN']}"}
+    with httpx.Client(base_url=dying.url, headers=headers, timeout=DEADLINE_SECONDS) as http:
+        location = http.post("/v1/uploads", json={"size": SIZE}).headers["location"]
+        assert http.patch(location, content=data, headers={"Upload-Offset": "0"}).status_code == 204
+
+    def finalize() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server dies under it
+            httpx.put(dying.url + location, params={"sha256": sha256}, headers=headers, timeout=600)
+
+    thread = threading.Thread(target=finalize, daemon=True)
+    thread.start()
+    _wait_for(lambda: _paused(dying, point), dying)
+    dying.kill()
+    thread.join(DEADLINE_SECONDS)
+    with httpx.Client(base_url=other.url, headers=headers, timeout=DEADLINE_SECONDS) as http:
+        head = http.head(location)
+        assert head.status_code == 200, head
+        assert head.headers["upload-offset"] == str(SIZE)
+        retried = http.put(location, params={"sha256": sha256})
+        assert retried.status_code == 201, retried.text
+        assert http.get(f"/v1/blobs/sha256:{sha256}").content == data
+        assert _blob_stored_events(http, sha256) == 1
+        assert s3_backend.objects(other) == [sha256]
+    assert _staged(dying) == _staged(other) == []

@@ -9,8 +9,8 @@ constraints predictably. Three kinds of table live here:
   ``package_files``, ``api_tokens``, ``view_positions``) - derived from events
   only; ``registry.rebuild`` rebuilds every table of ``VIEW_TABLES`` in
   shadow copies and swaps them in, so a view added here is replayed too.
-* operational state (``upload_sessions``, ``blob_blocks``, ``blob_objects``,
-  ``server_secrets``) - not history: staged uploads, the postgres backend's
+* operational state (``upload_sessions``, ``upload_parts``, ``blob_blocks``,
+  ``blob_objects``, ``server_secrets``) - not history: staged uploads, the postgres backend's
   bytes, and secrets every replica shares (never events: events are public).
   Never replayed.
 """
@@ -34,6 +34,7 @@ __all__ = [
     "packages",
     "server_secrets",
     "storage_locations",
+    "upload_parts",
     "upload_sessions",
     "view_positions",
 ]
@@ -181,7 +182,30 @@ upload_sessions = sa.Table(
     sa.Column("expected_blake3", sa.LargeBinary, nullable=True),
     sa.Column("producer", sa.Text, nullable=True),
     sa.Column("retention_class", sa.Text, nullable=True),
+    # Where the staged bytes are: "local" (a file in one server's staging dir)
+    # or "database" (``upload_parts``, reachable from every replica; 0006).
+    sa.Column("staged_in", sa.Text, nullable=False, server_default="local"),
+    # A database-staged session's finalize intent (``registry.finalize.Intent``
+    # JSON), set once its digests checked out: the bytes are then frozen.
+    sa.Column("claim", sa.LargeBinary, nullable=True),
     sa.Index("ix_upload_sessions_expires_at", "expires_at"),
+)
+
+upload_parts = sa.Table(
+    "upload_parts",
+    metadata,
+    # The staged bytes of a database-staged session, piece by piece; the
+    # primary key makes two writers at one offset impossible. Only
+    # ``registry/staged_parts.py`` reads or writes it.
+    sa.Column(
+        "session_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("upload_sessions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("offset", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 blob_blocks = sa.Table(

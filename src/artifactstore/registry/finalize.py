@@ -46,11 +46,12 @@ if TYPE_CHECKING:
 
     import sqlalchemy as sa
 
+    from artifactstore.config import UploadSettings
     from artifactstore.digests import Algorithm
     from artifactstore.registry.records import BlobRecord
     from artifactstore.registry.service import Registry
 
-__all__ = ["CLAIM_PREFIX", "Claim", "Claims", "Intent", "expected_of"]
+__all__ = ["CLAIM_PREFIX", "Claim", "Claims", "Intent", "expected_of", "size_limit"]
 
 CLAIM_PREFIX = "finalizing-"
 INTENT_SUFFIX = ".intent"
@@ -265,6 +266,14 @@ def expected_of(
         blake3=_agreed(blake3, row.expected_blake3, "blake3"),
         size=row.declared_size,
     )
+
+
+def size_limit(row: sa.Row[tuple[object, ...]], limits: UploadSettings) -> int:
+    """The most bytes the session may hold: its declared size, or the server's maximum."""
+    declared = row.declared_size
+    if isinstance(declared, int):
+        return min(limits.max_blob_bytes, declared)
+    return limits.max_blob_bytes
 
 
 def _agreed(given: Digest | None, declared: bytes | None, algorithm: Algorithm) -> Digest | None:

@@ -271,13 +271,7 @@ class Registry(AsyncCloseable):
         try:
             check_expected(digests, expected)
             sha = digests.sha256
-            async with autocommit(self.engine) as conn:
-                readable = set(await self.store.readable_backends(conn, sha))
-            todo = []
-            for name in targets:
-                if name in readable and await self.store.backend(name).head(sha) is not None:
-                    continue
-                todo.append(name)
+            todo = await self.lacking_copies(sha, targets)
             stored: list[BlobStored] = []
             for i, name in enumerate(todo):
                 info = await self.store.backend(name).put_file(
@@ -296,6 +290,16 @@ class Registry(AsyncCloseable):
         # background: unlinking 1 GiB took 0.13 s here, on the event loop.
         shared_pool("staging-discard", 1).submit(path.unlink, missing_ok=True)
         return stored
+
+    async def lacking_copies(self, sha256: Digest, targets: Iterable[str]) -> list[str]:
+        """The targets without a readable copy of the blob (recorded and present)."""
+        async with autocommit(self.engine) as conn:
+            readable = set(await self.store.readable_backends(conn, sha256))
+        return [
+            name
+            for name in targets
+            if name not in readable or await self.store.backend(name).head(sha256) is None
+        ]
 
     async def record_stored(
         self, sha256: Digest, stored: Sequence[BlobStored], *, actor: str
