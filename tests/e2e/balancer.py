@@ -1,7 +1,7 @@
 """nginx as a real load balancer in front of real replicas, for end-to-end tests.
 
-``Balancer`` renders the operator's configuration, ``deploy/nginx/artifactstore.conf``
-(the same file docs/OPERATOR.md shows), with the replicas' ports, wraps it in
+``Balancer`` renders the operators' configuration, ``deploy/nginx/artifactstore.conf``
+(docs/OPERATOR.md "Running several replicas"), with the replicas' ports, wraps it in
 a minimal ``nginx.conf`` whose pid, logs and temp paths all live in a test
 directory, and runs ``nginx`` in the foreground (``daemon off``) on free
 loopback ports. Its JSON access log (``requests``) tells which replica
@@ -17,14 +17,12 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from tests.e2e.serverproc import free_port
+from tests.e2e.serverproc import LoopbackPorts, answers_healthz, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,16 +30,15 @@ if TYPE_CHECKING:
     from tests.e2e.serverproc import Server
 
 OPERATOR_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "artifactstore.conf"
-STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 _PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
 def nginx_or_skip() -> str:
     """The nginx binary; skips the test when it is not installed (``.ci/run`` installs it)."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    found = shutil.which("nginx")
     if found is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install -y nginx)")
+        pytest.skip("nginx is not on PATH (Debian: apt-get install -y nginx; it is in /usr/sbin)")
     return found
 
 
@@ -74,23 +71,13 @@ def _main_conf(directory: Path, include: Path) -> str:
 
 
 @dataclass
-class Balancer:
+class Balancer(LoopbackPorts):
     """One nginx process: a REST listener and an S3 listener, each over every replica."""
 
     directory: Path
     port: int
     s3_port: int
     process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The REST API through the balancer."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def s3_url(self) -> str:
-        """The S3 gateway through the balancer."""
-        return f"http://127.0.0.1:{self.s3_port}"
 
     @property
     def access_log(self) -> Path:
@@ -127,16 +114,10 @@ class Balancer:
         return balancer
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                msg = f"nginx exited with {self.process.returncode}:\n{self.error_tail()}"
-                raise RuntimeError(msg)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
+        """Wait until a replica's ``/healthz`` answers through nginx."""
+        assert self.process is not None
+        if answers_healthz(self.process, self.url, self.error_tail):
+            return
         self.stop()
         msg = f"nginx did not answer /healthz:\n{self.error_tail()}"
         raise RuntimeError(msg)
