@@ -65,7 +65,6 @@ def _main_conf(directory: Path, include: Path) -> str:
         "http {\n"
         f"{temp}"
         f"    include {include};\n"
-        f"    access_log {directory / 'access.log'} artifactstore;\n"
         "}\n"
     )
 
@@ -91,6 +90,7 @@ class Balancer(LoopbackPorts):
         balancer = cls(directory, free_port(), free_port())
         values = {"LISTEN_API": f"127.0.0.1:{balancer.port}"}
         values["LISTEN_S3"] = f"127.0.0.1:{balancer.s3_port}"
+        values["ACCESS_LOG"] = str(balancer.access_log)
         for i, replica in enumerate(replicas, start=1):
             values[f"REPLICA{i}_API"] = f"127.0.0.1:{replica.port}"
             values[f"REPLICA{i}_S3"] = f"127.0.0.1:{replica.s3_port}"
