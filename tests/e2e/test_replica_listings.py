@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import boto3
+import httpx
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
@@ -69,3 +70,24 @@ def test_continuation_token_from_one_replica_continues_on_another(
     assert turn == (FILES + 1) // 2  # five pages: both replicas answered continuations
     for server in (first, second):
         assert not (server.data_dir / TOKEN_KEY_FILE).exists()
+
+
+def test_a_second_server_on_one_data_dir_leaves_the_first_ones_handoff_socket(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Two servers share a data dir: the socket stays the first one's; the second serves none."""
+    first = start_server()
+    socket_path = first.data_dir / "handoff.sock"
+    headers = {"Authorization": f"Bearer {first.env['ARTIFACTSTORE_TOKEN']}"}
+    before = httpx.get(f"{first.url}/v1/uploads/handoff", headers=headers).json()
+    inode = socket_path.stat().st_ino
+    second = start_server(data_dir=first.data_dir)
+    assert httpx.get(f"{second.url}/v1/uploads/handoff", headers=headers).status_code == 404
+    assert httpx.get(f"{first.url}/v1/uploads/handoff", headers=headers).json() == before
+    assert socket_path.stat().st_ino == inode
+    assert "another server on this data dir" in second.log_path.read_text(errors="replace")
+    src = tmp_path / "via-first"
+    src.mkdir()
+    (src / "a.txt").write_text("handed over\n")
+    up = cli("upload", "same-dir", "1.0", str(src), env=first.client_env())
+    assert up.returncode == 0, up.stderr

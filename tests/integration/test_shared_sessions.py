@@ -9,6 +9,7 @@ events, not hoped for.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from artifactstore.errors import (
 )
 from artifactstore.registry import Registry, Uploads, UploadSession
 from artifactstore.registry.finalize import Intent
+from artifactstore.registry.uploads import ORPHAN_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -249,3 +251,25 @@ async def test_a_local_target_keeps_local_staging(tmp_path: Path, database_url: 
         assert uploads.path(session.id).exists()
         await uploads.append(session.id, 0, _body(b"abc"))
         assert await _parts(uploads) == 0
+
+
+async def test_each_replica_sweeps_its_own_staging_after_another_expired_the_row(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Replica B expires A's locally staged session; A's ``sweep_local`` removes A's file."""
+    a_reg = await Registry.open(_settings(tmp_path / "a", database_url, default="local"))
+    b_reg = await Registry.open(_settings(tmp_path / "b", database_url, default="local"))
+    try:
+        a, b = Uploads(a_reg), Uploads(b_reg)
+        session = await _open(a)
+        await a.append(session.id, 0, _body(b"left behind"))
+        assert await b.expire(datetime.now(UTC) + timedelta(days=2)) == 1
+        staged = a.path(session.id)
+        old = staged.stat().st_mtime - ORPHAN_GRACE_SECONDS - 1
+        os.utime(staged, (old, old))
+        assert staged.exists()
+        await a.sweep_local()
+        assert not staged.exists()
+    finally:
+        await a_reg.aclose()
+        await b_reg.aclose()

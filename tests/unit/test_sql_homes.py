@@ -130,3 +130,17 @@ def test_server_secrets_are_named_only_in_their_home() -> None:
         SERVER_SECRETS,
         SERVER_SECRETS,
     )
+
+
+SESSION_TABLES = frozenset({"upload_sessions", "upload_parts"})
+# ``upload_sessions`` rows live in registry/session_rows.py, the pieces of
+# database-staged sessions (``upload_parts``) in registry/staged_parts.py
+# (docs/design/0007); db/tables.py declares both.
+SESSION_HOMES = ("db/", "registry/session_rows.py", "registry/staged_parts.py")
+
+
+def test_upload_session_tables_are_named_only_in_their_homes() -> None:
+    """Outside db/, session_rows.py and staged_parts.py no module reaches the session tables."""
+    assert _strays(SESSION_HOMES, SESSION_TABLES, SESSION_TABLES) == {}
+    for home in SESSION_HOMES[1:]:
+        assert _references((SOURCE / home).read_text(), SESSION_TABLES, SESSION_TABLES), home

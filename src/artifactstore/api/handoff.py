@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -72,6 +73,7 @@ class HandoffListener:
         """Named with the socket at ``GET /v1/uploads/handoff``; ``store`` and ``open``
         requests must carry it, so a client never stores into another server's socket."""
         self._sock: socket.socket | None = None
+        self._owner = -1  # flock on ``<socket>.lock``: held while this server owns the socket
         self._accepting: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -81,9 +83,16 @@ class HandoffListener:
         return self._sock is not None
 
     def start(self) -> None:
-        """Bind the socket and start accepting; logs and stays inactive if that fails."""
+        """Bind the socket and start accepting; logs and stays inactive if that fails.
+
+        Another live server on the same data dir keeps its socket: ownership
+        is a ``flock`` on ``<socket>.lock``, which dies with its process, so
+        only a socket whose owner is gone is replaced.
+        """
         if len(os.fsencode(self.path)) > _MAX_UNIX_PATH:
             log.info("no same-host handoff: socket path %s is too long", self.path)
+            return
+        if not self._take_ownership():
             return
         try:
             with contextlib.suppress(FileNotFoundError):
@@ -92,6 +101,7 @@ class HandoffListener:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:
             log.info("no same-host handoff: %s", exc)
+            self._give_up_ownership()
             return
         try:
             sock.bind(os.fspath(self.path))
@@ -101,9 +111,33 @@ class HandoffListener:
         except OSError as exc:
             sock.close()
             log.info("no same-host handoff on %s: %s", self.path, exc)
+            self._give_up_ownership()
             return
         self._sock = sock
         self._accepting = asyncio.create_task(self._accept_loop(sock), name="handoff-accept")
+
+    def _take_ownership(self) -> bool:
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.info("no same-host handoff: %s", exc)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            log.warning(
+                "no same-host handoff: another server on this data dir serves %s", self.path
+            )
+            return False
+        self._owner = fd
+        return True
+
+    def _give_up_ownership(self) -> None:
+        if self._owner >= 0:
+            os.close(self._owner)
+            self._owner = -1
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop accepting, let appends in flight finish for ``grace`` seconds, remove the socket.
@@ -122,6 +156,7 @@ class HandoffListener:
             self._sock = None
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+            self._give_up_ownership()
         if self._connections:
             _, late = await asyncio.wait(set(self._connections), timeout=grace)
             for task in late:

@@ -23,7 +23,16 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["Row", "claimed_expired", "count_active", "delete", "expire", "fetch", "insert"]
+__all__ = [
+    "Row",
+    "claimed_expired",
+    "count_active",
+    "delete",
+    "expire",
+    "fetch",
+    "insert",
+    "live_ids",
+]
 
 Row = sa.Row[tuple[object, ...]]
 
@@ -72,6 +81,12 @@ async def expire(engine: AsyncEngine, now: datetime) -> tuple[list[uuid.UUID], s
         gone = list(expired)
         live = set((await conn.execute(sa.select(upload_sessions.c.id))).scalars())
     return gone, live
+
+
+async def live_ids(engine: AsyncEngine) -> set[uuid.UUID]:
+    """Every session that still has a row (expired or not)."""
+    async with autocommit(engine) as conn:
+        return set((await conn.execute(sa.select(upload_sessions.c.id))).scalars())
 
 
 async def claimed_expired(engine: AsyncEngine, now: datetime) -> list[Row]:

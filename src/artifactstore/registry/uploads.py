@@ -228,7 +228,9 @@ class Uploads:
     async def expire(self, now: datetime | None = None) -> int:
         """Remove expired sessions and their bytes, and staged files no session owns.
 
-        Expired sessions a finalize claimed are completed instead (their blob is stored).
+        Expired sessions a finalize claimed are completed instead (their blob
+        is stored). With several replicas one runs this at a time; each runs
+        ``sweep_local`` for its own staging dir.
         """
         now = now or datetime.now(UTC)
         expired, live = await session_rows.expire(self.engine, now)
@@ -236,6 +238,11 @@ class Uploads:
         await self.shared.sweep(now)
         self.staging.sweep_dead_owners()
         return len(expired)
+
+    async def sweep_local(self) -> None:
+        """This server's staged files no live session owns, and its dead claims and ingests."""
+        await self.local.sweep([], await session_rows.live_ids(self.engine))
+        self.staging.sweep_dead_owners()
 
     async def count_active(self) -> int:
         """Sessions not yet expired, deployment-wide."""

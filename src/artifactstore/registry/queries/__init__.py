@@ -4,7 +4,8 @@
 ``packages``, ``package_versions`` and ``package_files``; ``paging`` holds the
 cursors and page sizes both use. Nothing here writes: the write side of every
 view is ``views/``. ``api_tokens`` is read in ``registry/tokens.py`` and
-``upload_sessions`` in ``registry/uploads.py``, each its table's only home.
+``upload_sessions`` in ``registry/session_rows.py``, ``upload_parts`` in
+``registry/staged_parts.py``, each its table's only home.
 Callers use ``from artifactstore.registry import queries`` and the names
 re-exported here.
 """
