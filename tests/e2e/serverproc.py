@@ -55,15 +55,11 @@ def cli(
     )
 
 
-@dataclass
-class Server:
-    """A running ``artifactstore serve`` subprocess and what clients need to reach it."""
+class LoopbackPorts:
+    """What clients reach on 127.0.0.1: a REST port and an S3 port (a server, a balancer)."""
 
-    data_dir: Path
     port: int
     s3_port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -74,6 +70,17 @@ class Server:
     def s3_url(self) -> str:
         """The S3 gateway's endpoint URL."""
         return f"http://127.0.0.1:{self.s3_port}"
+
+
+@dataclass
+class Server(LoopbackPorts):
+    """A running ``artifactstore serve`` subprocess and what clients need to reach it."""
+
+    data_dir: Path
+    port: int
+    s3_port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -86,17 +93,19 @@ class Server:
 
     def start(self) -> None:
         """Start the process and wait until ``/healthz`` answers."""
+        self.spawn()
+        self.wait_healthy()
+
+    def spawn(self) -> None:
+        """Start the process; do not wait (start several, then ``wait_healthy`` each)."""
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = self._spawn(log)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                msg = f"server exited with {self.process.returncode}:\n{self.log_tail()}"
-                raise RuntimeError(msg)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
+
+    def wait_healthy(self) -> None:
+        """Wait until ``/healthz`` answers; kill the process if it never does."""
+        assert self.process is not None, "spawn() first"
+        if answers_healthz(self.process, self.url, self.log_tail):
+            return
         self.kill()
         msg = f"server did not become healthy:\n{self.log_tail()}"
         raise RuntimeError(msg)
@@ -158,6 +167,26 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def answers_healthz(
+    process: subprocess.Popen[bytes], url: str, log_tail: Callable[[], str]
+) -> bool:
+    """Poll ``url/healthz`` until it answers 200 (True) or the start-up deadline passes (False).
+
+    Raises:
+        RuntimeError: the process exited first (with ``log_tail()``).
+    """
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            msg = f"{process.args!r} exited with {process.returncode}:\n{log_tail()}"
+            raise RuntimeError(msg)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
