@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -59,13 +58,6 @@ def _patches(server: Server) -> int:
     return server.log_path.read_text(errors="replace").count('"method":"PATCH"')
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def _upload(src: Path, env: dict[str, str], *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "artifactstore.cli", "upload", "big", "1", str(src),
@@ -89,7 +81,7 @@ def _remembered(tmp_path: Path) -> list[str]:
 def _killed_mid_upload(server: Server, src: Path, env: dict[str, str]) -> tuple[int, str]:
     """Upload through ``env``'s URL, kill -9 ``server`` after 3 PATCHes; the CLI's code, stderr."""
     run = _upload(src, env, "--retry-seconds", "5")
-    _wait_for(lambda: _patches(server) >= 3, "3 PATCHes")
+    server.wait_until("3 PATCHes", lambda: _patches(server) >= 3, DEADLINE_SECONDS)
     server.kill()
     _out, err = run.communicate(timeout=300)  # bounded: it must give up by itself
     return run.returncode, err
@@ -146,7 +138,7 @@ def test_a_session_aborted_between_runs_starts_over_with_a_notice(
     src = _big_file(tmp_path)
     env = server.client_env()
     run = _upload(src, env)
-    _wait_for(lambda: _patches(server) >= 2, "2 PATCHes")
+    server.wait_until("2 PATCHes", lambda: _patches(server) >= 2, DEADLINE_SECONDS)
     run.send_signal(signal.SIGKILL)  # the user's machine went away: the record stays
     run.communicate(timeout=60)
     (stale,) = _remembered(tmp_path)
@@ -243,7 +235,7 @@ def test_a_replica_killed_behind_a_balancer_the_upload_continues_on_another(
     src = _big_file(tmp_path)
     env = {**first.client_env(), "ARTIFACTSTORE_SERVER": f"http://127.0.0.1:{balancer.port}"}
     run = _upload(src, env)
-    _wait_for(lambda: _patches(first) >= 3, "3 PATCHes")
+    first.wait_until("3 PATCHes", lambda: _patches(first) >= 3, DEADLINE_SECONDS)
     first.kill()
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
