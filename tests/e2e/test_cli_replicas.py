@@ -245,3 +245,34 @@ def test_a_replica_killed_behind_a_balancer_the_upload_continues_on_another(
     assert len(re.findall(r'"method":"POST"[^\n]*"/v1/uploads"', logs)) == 1, logs[-4000:]
     assert _patches(second) > 0  # the same session went on on the other replica
     _downloads_exact(second, src, tmp_path / "out")
+
+
+def test_a_session_of_one_deployment_is_never_sent_to_another(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A session remembered from deployment A is not offered to B (another database).
+
+    Every answer names its deployment (``Artifactstore-Deployment``, one id per
+    database): two replicas of A name the same one, B another, and the CLI's
+    re-run against B starts a new session without asking B about A's.
+    """
+    first, second = _replicas(start_server, tmp_path)
+    ids = {
+        httpx.get(f"{s.url}/healthz").headers["artifactstore-deployment"] for s in (first, second)
+    }
+    other = start_server(embedded=True)
+    foreign = httpx.get(f"{other.url}/healthz").headers["artifactstore-deployment"]
+    assert len(ids) == 1
+    assert foreign not in ids
+    assert re.fullmatch(r"[0-9a-f]{32}", foreign)
+
+    src = _big_file(tmp_path)
+    code, err = _killed_mid_upload(first, src, first.client_env())
+    assert code == EXIT_UNAVAILABLE, err
+    [session] = _remembered(tmp_path)
+    env = {**other.client_env(), "XDG_CACHE_HOME": first.client_env()["XDG_CACHE_HOME"]}
+    again = cli("upload", "big", "1", str(src), *UPLOAD_FLAGS, env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["bytes_uploaded"] == SIZE
+    assert session not in other.log_path.read_text(errors="replace")
+    assert _remembered(tmp_path) == [session]  # still A's, for a re-run against A

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 import artifactstore
 from artifactstore.api.body_timeout import BodyTimeoutMiddleware
+from artifactstore.api.deployment import Deployment, DeploymentHeaderMiddleware
 from artifactstore.api.errors import install_error_handlers
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics, MetricsMiddleware
@@ -100,6 +101,7 @@ def create_app(
     bind = host or settings.server.host
     metrics = Metrics(replica)
     state = lifecycle or Lifecycle()
+    deployment = Deployment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +116,7 @@ def create_app(
                 watch = Supervisor(reg.database.embedded, reg.engine, on_revived=notifier.restart)
                 supervisor = asyncio.create_task(watch.run(), name="postgres-supervisor")
             await notifier.start()
+            await deployment.load(reg.engine)
             uploads_ = Uploads(reg)
             tokens = Tokens(reg.engine)
             embedded = settings.database.url is None
@@ -157,4 +160,5 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.server.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics, tracing=settings.tracing.enabled)
+    app.add_middleware(DeploymentHeaderMiddleware, deployment=deployment)
     return app
