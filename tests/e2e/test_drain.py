@@ -106,3 +106,12 @@ def test_a_second_signal_cuts_the_drain_short(start_server: Callable[..., Server
     )
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(DEADLINE_SECONDS) == 0
+
+
+def test_ctrl_c_skips_the_drain(start_server: Callable[..., Server]) -> None:
+    """SIGINT (a terminal's Ctrl-C) closes at once, even with an hour of drain configured."""
+    server = start_server(extra_env={"ARTIFACTSTORE_SERVER_DRAIN_SECONDS": "3600"})
+    assert server.process is not None
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(DEADLINE_SECONDS) == 0
+    assert "interrupted: closing the listeners now" in server.log_tail()

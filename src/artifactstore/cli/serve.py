@@ -5,13 +5,14 @@ the data dir. Both listeners share one registry (one pool, one set of
 backends) and run on one event loop (uvloop, httptools); both take the
 slow-client limits of ``[server]`` (``api.connections``).
 
-SIGINT/SIGTERM drain first: ``/readyz`` answers 503 at once while both
+SIGTERM drains first: ``/readyz`` answers 503 at once while both
 listeners keep serving for ``server.drain_seconds``, so a load balancer moves
 new work to other replicas; then the listeners close and in-flight requests
 get up to ``GRACEFUL_SECONDS`` to finish (uvicorn's graceful shutdown), the
 registry closes and the embedded cluster is released. A second signal skips
 what is left of the drain; one after the listeners closed stops without
-waiting for requests.
+waiting for requests. SIGINT (Ctrl-C) skips the drain: someone at a
+terminal wants the server gone, not a balancer told first.
 """
 
 from __future__ import annotations
@@ -115,19 +116,30 @@ class _Stopper:
         self.lifecycle = lifecycle
         self.seconds = seconds
         self.drainer: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C at a terminal): no drain, close the listeners now; again: force exit."""
+        if self.closed:
+            self._force_exit()
+            return
+        log.info("interrupted: closing the listeners now")
+        self._close_listeners()
 
     def on_signal(self) -> None:
         """First signal: drain; during the drain: close the listeners now; after: force the exit."""
-        if self.drainer is None:
+        if self.closed:
+            self._force_exit()
+        elif self.drainer is None:
             self.drainer = asyncio.get_running_loop().create_task(self._drain())
-        elif not self.drainer.done():
-            self.drainer.cancel()
+        else:
             log.info("second signal: closing the listeners now")
             self._close_listeners()
-        else:
-            log.info("third signal: not waiting for in-flight requests")
-            for server in self.servers:
-                server.force_exit = True
+
+    def _force_exit(self) -> None:
+        log.info("signal after the listeners closed: not waiting for in-flight requests")
+        for server in self.servers:
+            server.force_exit = True
 
     async def _drain(self) -> None:
         self.lifecycle.draining = True
@@ -136,6 +148,9 @@ class _Stopper:
         self._close_listeners()
 
     def _close_listeners(self) -> None:
+        if self.drainer is not None and self.drainer is not asyncio.current_task():
+            self.drainer.cancel()
+        self.closed = True
         self.lifecycle.draining = True
         for server in self.servers:
             server.should_exit = True
@@ -180,8 +195,8 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
         loop = asyncio.get_running_loop()
 
         stopper = _Stopper(servers, lifecycle, settings.server.drain_seconds)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopper.on_signal)
+        loop.add_signal_handler(signal.SIGTERM, stopper.on_signal)
+        loop.add_signal_handler(signal.SIGINT, stopper.on_interrupt)
         log.info(
             "artifactstore %s: API http://%s:%d, data dir %s",
             "serving",
