@@ -47,6 +47,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StorageSettings",
+    "TracingSettings",
     "UploadSettings",
     "default_data_dir",
     "is_loopback",
@@ -70,6 +71,7 @@ DEFAULT_MAX_BLOB_BYTES = 1024**4  # 1 TiB
 DEFAULT_MAX_CHUNK_BYTES = 16 * 1024**3  # 16 GiB per PATCH
 DEFAULT_MAX_INLINE_BYTES = 16 * 1024**2  # 16 MiB per POST /v1/blobs
 DEFAULT_UPLOAD_EXPIRY_SECONDS = 24 * 3600
+DEFAULT_EXPIRY_INTERVAL_SECONDS = 60  # how often a replica tries the upload-expiry job
 # Slow peers (docs/OPERATOR.md "Timeouts and limits"): every wait has an end.
 DEFAULT_HEADER_TIMEOUT_SECONDS = 30  # a request head must be complete within this
 DEFAULT_BODY_TIMEOUT_SECONDS = 60  # longest wait for the next piece of a request body
@@ -77,6 +79,7 @@ DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS = 5  # idle keep-alive connections are closed
 DEFAULT_MAX_CONNECTIONS = 1000  # per listener; more are answered 503 and closed
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024  # a longer request head is answered 431 and closed
 DEFAULT_READINESS_TIMEOUT_SECONDS = 2  # per /readyz check (the database, each backend)
+DEFAULT_DRAIN_SECONDS = 5  # on SIGTERM: /readyz 503 while still serving, before closing listeners
 DEFAULT_DB_CONNECT_TIMEOUT_SECONDS = 10
 DEFAULT_DB_COMMAND_TIMEOUT_SECONDS = 60
 DEFAULT_S3_CONNECT_TIMEOUT_SECONDS = 5
@@ -88,6 +91,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     ENV_DATABASE_URL: ("database", "url", str),
     "ARTIFACTSTORE_SERVER_HOST": ("server", "host", str),
     "ARTIFACTSTORE_SERVER_PORT": ("server", "port", int),
+    "ARTIFACTSTORE_SERVER_DRAIN_SECONDS": ("server", "drain_seconds", int),
     "ARTIFACTSTORE_GATEWAY_PORT": ("gateway", "port", int),
     "ARTIFACTSTORE_STORAGE_DEFAULT": ("storage", "default", str),
     "ARTIFACTSTORE_UPLOADS_MAX_BLOB_BYTES": ("uploads", "max_blob_bytes", int),
@@ -158,6 +162,8 @@ class ServerSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     readiness_timeout_seconds: int = DEFAULT_READINESS_TIMEOUT_SECONDS
+    # Stopping: seconds of /readyz 503 (load balancers move away) before listeners close.
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +173,15 @@ class UploadSettings:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
+    expiry_interval_seconds: int = DEFAULT_EXPIRY_INTERVAL_SECONDS
     max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """``[tracing]``: W3C ``traceparent`` in and out of the REST API, trace ids in the log."""
+
+    enabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +274,7 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
     storage: StorageSettings | None = None
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = "defaults"
 
     @property
@@ -329,6 +344,12 @@ class _Reader:
         value: int = self.get(name, int, default)
         if value <= 0:
             raise self.fail(name, "must be a positive integer")
+        return value
+
+    def non_negative_int(self, name: str, default: int) -> int:
+        value: int = self.get(name, int, default)
+        if value < 0:
+            raise self.fail(name, "must be zero or a positive integer")
         return value
 
     def port(self, name: str, default: int) -> int:
@@ -545,6 +566,7 @@ def load_settings(
         readiness_timeout_seconds=srv.positive_int(
             "readiness_timeout_seconds", DEFAULT_READINESS_TIMEOUT_SECONDS
         ),
+        drain_seconds=srv.non_negative_int("drain_seconds", DEFAULT_DRAIN_SECONDS),
     )
     srv.finish()
 
@@ -553,6 +575,9 @@ def load_settings(
         max_blob_bytes=up.positive_int("max_blob_bytes", DEFAULT_MAX_BLOB_BYTES),
         max_chunk_bytes=up.positive_int("max_chunk_bytes", DEFAULT_MAX_CHUNK_BYTES),
         expiry_seconds=up.positive_int("expiry_seconds", DEFAULT_UPLOAD_EXPIRY_SECONDS),
+        expiry_interval_seconds=up.positive_int(
+            "expiry_interval_seconds", DEFAULT_EXPIRY_INTERVAL_SECONDS
+        ),
         max_inline_bytes=up.positive_int("max_inline_bytes", DEFAULT_MAX_INLINE_BYTES),
     )
     up.finish()
@@ -580,6 +605,10 @@ def load_settings(
     )
     gw.finish()
 
+    tr = _Reader(top.table_of("tracing"), "tracing", source)
+    tracing = TracingSettings(enabled=tr.get("enabled", bool, False))
+    tr.finish()
+
     storage = _storage(_Reader(top.table_of("storage"), "storage", source), data_dir)
     top.finish()
     return Settings(
@@ -589,5 +618,6 @@ def load_settings(
         gateway=gateway,
         uploads=uploads,
         storage=storage,
+        tracing=tracing,
         source=source,
     )

@@ -19,6 +19,7 @@ from artifactstore import errors
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
+    "DEPLOYMENT_HEADER",
     "ENV_TOKEN",
     "ERRORS_BY_CODE",
     "HANDOFF_HEADER",
@@ -32,6 +33,9 @@ ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name under the data dir
 """The admin token the server writes on first start; clients on loopback read it."""
 ENV_TOKEN = "ARTIFACTSTORE_TOKEN"  # noqa: S105 - a variable name
 """The environment variable a client takes its bearer token from."""
+DEPLOYMENT_HEADER = "Artifactstore-Deployment"
+"""Response header naming the deployment (one database: every replica answers the same id);
+clients key remembered upload sessions on it (``client/session_cache.py``)."""
 HANDOFF_SOCKET = "handoff.sock"
 """The same-host socket under the data dir (``api/handoff.py``)."""
 HANDOFF_HEADER = "Upload-Handoff"

@@ -3,8 +3,10 @@
 ``start_server`` launches ``python -m artifactstore.cli serve`` with its own
 data dir, on this test's database (``ARTIFACTSTORE_DATABASE_URL``) unless
 asked to use the embedded cluster, waits for ``/healthz``, and stops it at
-teardown (SIGTERM, then SIGKILL). A write token is created with the real CLI
-(``token create --json``) and handed to clients through ``ARTIFACTSTORE_TOKEN``.
+teardown (SIGTERM, then SIGKILL). It does not drain on SIGTERM
+(``ARTIFACTSTORE_SERVER_DRAIN_SECONDS=0``) unless ``env`` says otherwise. A
+write token is created with the real CLI (``token create --json``) and
+handed to clients through ``ARTIFACTSTORE_TOKEN``.
 Server output goes to ``<data_dir>/server.log`` for assertions and post-mortems.
 """
 
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import httpx
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -52,15 +55,11 @@ def cli(
     )
 
 
-@dataclass
-class Server:
-    """A running ``artifactstore serve`` subprocess and what clients need to reach it."""
+class LoopbackPorts:
+    """What clients reach on 127.0.0.1: a REST port and an S3 port (a server, a balancer)."""
 
-    data_dir: Path
     port: int
     s3_port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,6 +70,17 @@ class Server:
     def s3_url(self) -> str:
         """The S3 gateway's endpoint URL."""
         return f"http://127.0.0.1:{self.s3_port}"
+
+
+@dataclass
+class Server(LoopbackPorts):
+    """A running ``artifactstore serve`` subprocess and what clients need to reach it."""
+
+    data_dir: Path
+    port: int
+    s3_port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -83,17 +93,19 @@ class Server:
 
     def start(self) -> None:
         """Start the process and wait until ``/healthz`` answers."""
+        self.spawn()
+        self.wait_healthy()
+
+    def spawn(self) -> None:
+        """Start the process; do not wait (start several, then ``wait_healthy`` each)."""
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = self._spawn(log)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                msg = f"server exited with {self.process.returncode}:\n{self.log_tail()}"
-                raise RuntimeError(msg)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
+
+    def wait_healthy(self) -> None:
+        """Wait until ``/healthz`` answers; kill the process if it never does."""
+        assert self.process is not None, "spawn() first"
+        if answers_healthz(self.process, self.url, self.log_tail):
+            return
         self.kill()
         msg = f"server did not become healthy:\n{self.log_tail()}"
         raise RuntimeError(msg)
@@ -114,7 +126,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
             ],
-            env=self.env,
+            env={"ARTIFACTSTORE_SERVER_DRAIN_SECONDS": "0", **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -140,12 +152,41 @@ class Server:
         """Kill the process if it still runs."""
         self.kill()
 
+    def wait_until(
+        self, what: str, condition: Callable[[], bool], seconds: float = STARTUP_TIMEOUT_SECONDS
+    ) -> None:
+        """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}:\n{self.log_tail()}"
+            time.sleep(0.05)
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def answers_healthz(
+    process: subprocess.Popen[bytes], url: str, log_tail: Callable[[], str]
+) -> bool:
+    """Poll ``url/healthz`` until it answers 200 (True) or the start-up deadline passes (False).
+
+    Raises:
+        RuntimeError: the process exited first (with ``log_tail()``).
+    """
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            msg = f"{process.args!r} exited with {process.returncode}:\n{log_tail()}"
+            raise RuntimeError(msg)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

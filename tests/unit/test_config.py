@@ -150,6 +150,29 @@ max_attempts = 1
         load_settings(_write(tmp_path, "[server]\nmax_connections = 0"), environ={})
 
 
+def test_drain_and_expiry_interval_default_and_validate(tmp_path: Path) -> None:
+    """server.drain_seconds defaults to 5 and may be 0; uploads.expiry_interval_seconds to 60."""
+    default = load_settings(environ={})
+    assert default.server.drain_seconds == 5
+    assert default.uploads.expiry_interval_seconds == 60
+    text = "[server]\ndrain_seconds = 0\n[uploads]\nexpiry_interval_seconds = 2"
+    s = load_settings(_write(tmp_path, text), environ={})
+    assert (s.server.drain_seconds, s.uploads.expiry_interval_seconds) == (0, 2)
+    with pytest.raises(ConfigError, match=r"server\.drain_seconds.*zero or a positive"):
+        load_settings(_write(tmp_path, "[server]\ndrain_seconds = -1"), environ={})
+    with pytest.raises(ConfigError, match=r"uploads\.expiry_interval_seconds"):
+        load_settings(_write(tmp_path, "[uploads]\nexpiry_interval_seconds = 0"), environ={})
+
+
+def test_tracing_is_off_by_default_and_must_be_a_boolean(tmp_path: Path) -> None:
+    """[tracing] enabled defaults to false; a non-boolean names tracing.enabled."""
+    assert load_settings(environ={}).tracing.enabled is False
+    on = load_settings(_write(tmp_path, "[tracing]\nenabled = true"), environ={})
+    assert on.tracing.enabled is True
+    with pytest.raises(ConfigError, match=r"tracing\.enabled"):
+        load_settings(_write(tmp_path, "[tracing]\nenabled = 'yes'"), environ={})
+
+
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     """A non-integer port in the environment names both key and variable."""
     with pytest.raises(ConfigError, match=r"server\.port.*ARTIFACTSTORE_SERVER_PORT"):

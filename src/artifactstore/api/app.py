@@ -2,7 +2,8 @@
 
 ``create_app`` builds an app for given settings. The lifespan opens the
 registry (database + backends) unless one is handed in (tests), starts the
-event notifier and the upload-expiry loop, and on the embedded default
+event notifier and the periodic jobs (``_jobs`` lists them all; each runs on
+one replica at a time unless shared, ``registry.periodic``), and on the embedded default
 supervises the cluster (``db.supervisor`` restarts a dead postmaster),
 writes an admin token to ``<data_dir>/admin-token`` (mode 0600) for the CLI
 on the same machine, and listens on ``<data_dir>/handoff.sock`` for
@@ -23,15 +24,17 @@ from fastapi import FastAPI
 
 import artifactstore
 from artifactstore.api.body_timeout import BodyTimeoutMiddleware
+from artifactstore.api.deployment import Deployment, DeploymentHeaderMiddleware
 from artifactstore.api.errors import install_error_handlers
 from artifactstore.api.handoff import HandoffListener
 from artifactstore.api.metrics import Metrics, MetricsMiddleware
 from artifactstore.api.notify import EventNotifier
 from artifactstore.api.routes import blobs, events, packages, system, uploads
-from artifactstore.api.services import Services
+from artifactstore.api.services import Lifecycle, Services
 from artifactstore.db.supervisor import Supervisor
 from artifactstore.protocol import ADMIN_TOKEN_FILE, HANDOFF_SOCKET
 from artifactstore.registry import Registry, Tokens, Uploads
+from artifactstore.registry.periodic import Job, Periodic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -42,8 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "ensure_admin_token"]
 
 log = logging.getLogger("artifactstore.api")
-
-EXPIRY_INTERVAL_SECONDS = 60.0
 
 
 async def ensure_admin_token(tokens: Tokens, data_dir: Path) -> Path:
@@ -66,15 +67,19 @@ async def ensure_admin_token(tokens: Tokens, data_dir: Path) -> Path:
     return path
 
 
-async def _expire_loop(uploads_: Uploads) -> None:
-    while True:
-        try:
-            removed = await uploads_.expire()
-            if removed:
-                log.info("expired %d upload session(s)", removed)
-        except Exception:
-            log.exception("upload expiry failed; retrying")
-        await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
+def _jobs(settings: Settings, uploads_: Uploads) -> list[Job]:
+    """Every periodic job of a replica, in one place; ``shared=True`` runs on each replica."""
+
+    async def expire() -> None:
+        removed = await uploads_.expire()
+        if removed:
+            log.info("expired %d upload session(s)", removed)
+
+    every = settings.uploads.expiry_interval_seconds
+    return [
+        Job("upload-expiry", every, expire),
+        Job("upload-staging-sweep", every, uploads_.sweep_local, shared=True),
+    ]
 
 
 def create_app(
@@ -83,21 +88,27 @@ def create_app(
     registry: Registry | None = None,
     host: str | None = None,
     bootstrap_token: bool | None = None,
+    lifecycle: Lifecycle | None = None,
+    replica: str | None = None,
 ) -> FastAPI:
     """An app serving the REST API for ``settings``.
 
     ``host`` is the address the server binds (it decides anonymous reads);
-    ``bootstrap_token`` defaults to True on the embedded database.
+    ``bootstrap_token`` defaults to True on the embedded database;
+    ``lifecycle`` is how ``serve`` tells ``/readyz`` it drains; ``replica``
+    names this process in ``artifactstore_replica_info`` (default: an id made now).
     """
     bind = host or settings.server.host
-    metrics = Metrics()
+    metrics = Metrics(replica)
+    state = lifecycle or Lifecycle()
+    deployment = Deployment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = registry is None
         reg = registry if registry is not None else await Registry.open(settings)
         notifier = EventNotifier(reg.engine)
-        expiry: asyncio.Task[None] | None = None
+        jobs = Periodic(reg.engine, observe=metrics.job_ticked)
         supervisor: asyncio.Task[None] | None = None
         handoff: HandoffListener | None = None
         try:
@@ -105,6 +116,7 @@ def create_app(
                 watch = Supervisor(reg.database.embedded, reg.engine, on_revived=notifier.restart)
                 supervisor = asyncio.create_task(watch.run(), name="postgres-supervisor")
             await notifier.start()
+            await deployment.load(reg.engine)
             uploads_ = Uploads(reg)
             tokens = Tokens(reg.engine)
             embedded = settings.database.url is None
@@ -121,17 +133,18 @@ def create_app(
                 notifier=notifier,
                 anonymous_read=settings.api_anonymous_read(bind),
                 handoff=handoff if handoff.active else None,
+                lifecycle=state,
             )
-            expiry = asyncio.create_task(_expire_loop(uploads_), name="upload-expiry")
+            jobs.start(_jobs(settings, uploads_))
             yield
         finally:
             if handoff is not None:
                 await handoff.stop()
-            for task in (expiry, supervisor):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await jobs.stop()
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
             await notifier.stop()
             if owned:
                 await reg.aclose()
@@ -146,5 +159,6 @@ def create_app(
     for module in (uploads, blobs, packages, events, system):
         app.include_router(module.router)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.server.body_timeout_seconds)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, tracing=settings.tracing.enabled)
+    app.add_middleware(DeploymentHeaderMiddleware, deployment=deployment)
     return app

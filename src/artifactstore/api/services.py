@@ -6,7 +6,7 @@ narrower dependency) so tests can swap one after startup (STYLE section 6).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -21,9 +21,20 @@ if TYPE_CHECKING:
     from artifactstore.config import Settings
     from artifactstore.registry import Registry, Tokens, Uploads
 
-__all__ = ["ActorAdmin", "ActorRead", "ActorWrite", "Services", "ServicesDep"]
+__all__ = ["ActorAdmin", "ActorRead", "ActorWrite", "Lifecycle", "Services", "ServicesDep"]
 
 ANONYMOUS = "anonymous"
+
+
+@dataclass
+class Lifecycle:
+    """Whether this replica is stopping: ``/readyz`` answers 503 so balancers route elsewhere.
+
+    ``cli.serve`` sets ``draining`` on SIGTERM/SIGINT and keeps serving for
+    ``server.drain_seconds`` before it closes the listeners.
+    """
+
+    draining: bool = False
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Services:
     notifier: EventNotifier
     anonymous_read: bool
     handoff: HandoffListener | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 def get_services(request: Request) -> Services:

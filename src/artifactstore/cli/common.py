@@ -18,7 +18,7 @@ import rich.console
 import rich.progress
 import typer
 
-from artifactstore.client.endpoint import resolve_endpoint
+from artifactstore.client.endpoint import DEFAULT_RETRY_SECONDS, resolve_endpoint
 from artifactstore.config import DEFAULT_SERVER_URL, ENV_SERVER
 from artifactstore.protocol import ENV_TOKEN
 
@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from artifactstore.client import TransferProgress
     from artifactstore.client.endpoint import Endpoint
 
-__all__ = ["Progress", "ServerOption", "TokenOption", "endpoint", "format_size"]
+__all__ = [
+    "Progress",
+    "RetryOption",
+    "ServerOption",
+    "TokenOption",
+    "endpoint",
+    "format_size",
+]
 
 ServerOption = Annotated[
     str | None,
@@ -47,8 +54,21 @@ TokenOption = Annotated[
     ),
 ]
 
+RetryOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-seconds",
+        metavar="SECONDS",
+        min=0,
+        help="How long one step is retried after the server could not be reached, 5xx or 408"
+        " answers; then the command gives up (exit 3) and a re-run resumes.",
+    ),
+]
 
-def endpoint(server: str | None, token: str | None, *, retry_seconds: float = 120.0) -> Endpoint:
+
+def endpoint(
+    server: str | None, token: str | None, *, retry_seconds: float = DEFAULT_RETRY_SECONDS
+) -> Endpoint:
     """The endpoint of a command's ``--server`` and ``--token``."""
     return resolve_endpoint(server, token, retry_seconds=retry_seconds)
 

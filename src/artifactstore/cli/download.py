@@ -17,8 +17,16 @@ from typing import Annotated
 
 import typer
 
-from artifactstore.cli.common import Progress, ServerOption, TokenOption, endpoint, format_size
+from artifactstore.cli.common import (
+    Progress,
+    RetryOption,
+    ServerOption,
+    TokenOption,
+    endpoint,
+    format_size,
+)
 from artifactstore.client import AsyncClient, DownloadResult
+from artifactstore.client.endpoint import DEFAULT_RETRY_SECONDS
 from artifactstore.names import validate_package_name, validate_version
 
 __all__ = ["download_command"]
@@ -36,6 +44,7 @@ def download_command(  # noqa: PLR0917 - typer passes every option as a paramete
     ] = None,
     server: ServerOption = None,
     token: TokenOption = None,
+    retry_seconds: RetryOption = DEFAULT_RETRY_SECONDS,
     concurrency: Annotated[
         int, typer.Option(min=1, max=MAX_CONCURRENCY, help="Files downloaded at once.")
     ] = DEFAULT_CONCURRENCY,
@@ -67,7 +76,8 @@ def download_command(  # noqa: PLR0917 - typer passes every option as a paramete
     async def run() -> DownloadResult:
         with Progress() as progress:
             async with AsyncClient(
-                endpoint=endpoint(server, token), max_connections=concurrency + 2
+                endpoint=endpoint(server, token, retry_seconds=retry_seconds),
+                max_connections=concurrency + 2,
             ) as client:
                 return await client.download(
                     package,

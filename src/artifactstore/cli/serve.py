@@ -3,9 +3,16 @@
 Zero configuration works: embedded PostgreSQL and a ``local`` backend under
 the data dir. Both listeners share one registry (one pool, one set of
 backends) and run on one event loop (uvloop, httptools); both take the
-slow-client limits of ``[server]`` (``api.connections``). SIGINT/SIGTERM stop
-accepting connections and let in-flight requests finish (uvicorn's graceful
-shutdown), then the registry closes and the embedded cluster is released.
+slow-client limits of ``[server]`` (``api.connections``).
+
+SIGTERM drains first: ``/readyz`` answers 503 at once while both
+listeners keep serving for ``server.drain_seconds``, so a load balancer moves
+new work to other replicas; then the listeners close and in-flight requests
+get up to ``GRACEFUL_SECONDS`` to finish (uvicorn's graceful shutdown), the
+registry closes and the embedded cluster is released. A second signal skips
+what is left of the drain; one after the listeners closed stops without
+waiting for requests. SIGINT (Ctrl-C) skips the drain: someone at a
+terminal wants the server gone, not a balancer told first.
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ if TYPE_CHECKING:
 
     import uvicorn
 
+    from artifactstore.api.services import Lifecycle
     from artifactstore.config import ServerSettings, Settings
     from artifactstore.registry import Registry
 
 __all__ = ["run_server", "serve_command"]
 
 log = logging.getLogger("artifactstore.serve")
-GRACEFUL_SECONDS = 30
+GRACEFUL_SECONDS = 30  # after the drain: how long in-flight requests get once listeners close
 
 
 def _configure_logging() -> None:
@@ -100,9 +108,63 @@ def _server(
     return _Server(config)
 
 
+class _Stopper:
+    """What SIGINT/SIGTERM do: drain, then close the listeners, then stop waiting for requests."""
+
+    def __init__(self, servers: list[uvicorn.Server], lifecycle: Lifecycle, seconds: int) -> None:
+        self.servers = servers
+        self.lifecycle = lifecycle
+        self.seconds = seconds
+        self.drainer: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C at a terminal): no drain, close the listeners now; again: force exit."""
+        if self.closed:
+            self._force_exit()
+            return
+        log.info("interrupted: closing the listeners now")
+        self._close_listeners()
+
+    def on_signal(self) -> None:
+        """First signal: drain; during the drain: close the listeners now; after: force the exit."""
+        if self.closed:
+            self._force_exit()
+        elif self.drainer is None:
+            self.drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            log.info("second signal: closing the listeners now")
+            self._close_listeners()
+
+    def _force_exit(self) -> None:
+        log.info("signal after the listeners closed: not waiting for in-flight requests")
+        for server in self.servers:
+            server.force_exit = True
+
+    async def _drain(self) -> None:
+        self.lifecycle.draining = True
+        log.info("draining: /readyz answers 503; listeners close in %d s", self.seconds)
+        await asyncio.sleep(self.seconds)
+        self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        if self.drainer is not None and self.drainer is not asyncio.current_task():
+            self.drainer.cancel()
+        self.closed = True
+        self.lifecycle.draining = True
+        for server in self.servers:
+            server.should_exit = True
+
+    def close(self) -> None:
+        """Cancel a drain still waiting (the servers stopped by themselves)."""
+        if self.drainer is not None:
+            self.drainer.cancel()
+
+
 async def run_server(settings: Settings, *, host: str, port: int, s3_port: int | None) -> None:
     """Open the registry, serve both listeners until a signal, then close everything."""
     from artifactstore.api.app import create_app  # noqa: PLC0415 - heavy imports on demand
+    from artifactstore.api.services import Lifecycle  # noqa: PLC0415
     from artifactstore.registry import Registry  # noqa: PLC0415
 
     gateway_host = settings.gateway.host or host
@@ -115,8 +177,16 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
         for sock in sockets:
             sock.close()
         raise
+    lifecycle = Lifecycle()
+    stopper: _Stopper | None = None
     try:
-        app = create_app(settings, registry=registry, host=host)
+        app = create_app(
+            settings,
+            registry=registry,
+            host=host,
+            lifecycle=lifecycle,
+            replica=f"{socket.gethostname()}:{port}",
+        )
         servers = [_server(app, host, port, settings.server)]
         if s3_port is not None:
             gateway = _gateway_app(settings, registry, host)
@@ -124,12 +194,9 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
                 servers.append(_server(gateway, gateway_host, s3_port, settings.server))
         loop = asyncio.get_running_loop()
 
-        def stop() -> None:
-            for server in servers:
-                server.should_exit = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
+        stopper = _Stopper(servers, lifecycle, settings.server.drain_seconds)
+        loop.add_signal_handler(signal.SIGTERM, stopper.on_signal)
+        loop.add_signal_handler(signal.SIGINT, stopper.on_interrupt)
         log.info(
             "artifactstore %s: API http://%s:%d, data dir %s",
             "serving",
@@ -141,6 +208,8 @@ async def run_server(settings: Settings, *, host: str, port: int, s3_port: int |
             *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=False))
         )
     finally:
+        if stopper is not None:
+            stopper.close()
         for sock in sockets:
             sock.close()
         await registry.aclose()

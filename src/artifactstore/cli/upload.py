@@ -15,8 +15,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from artifactstore.cli.common import Progress, ServerOption, TokenOption, endpoint, format_size
+from artifactstore.cli.common import (
+    Progress,
+    RetryOption,
+    ServerOption,
+    TokenOption,
+    endpoint,
+    format_size,
+)
 from artifactstore.client import AsyncClient, UploadOptions, UploadResult
+from artifactstore.client.endpoint import DEFAULT_RETRY_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -83,6 +91,7 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
     ],
     server: ServerOption = None,
     token: TokenOption = None,
+    retry_seconds: RetryOption = DEFAULT_RETRY_SECONDS,
     producer: Annotated[
         str | None, typer.Option(help="Who produced the files (e.g. ci-release).")
     ] = None,
@@ -125,7 +134,8 @@ def upload_command(  # noqa: PLR0917 - typer passes every option as a parameter
     async def run() -> UploadResult:
         with Progress() as progress:
             async with AsyncClient(
-                endpoint=endpoint(server, token), max_connections=concurrency + 2
+                endpoint=endpoint(server, token, retry_seconds=retry_seconds),
+                max_connections=concurrency + 2,
             ) as client:
                 return await client.upload(
                     package,

@@ -10,10 +10,10 @@ from urllib.parse import quote
 
 from artifactstore import errors
 from artifactstore.client.download import DownloadResult, download_version, fetch_manifest
-from artifactstore.client.endpoint import resolve_endpoint
+from artifactstore.client.endpoint import DEFAULT_RETRY_SECONDS, resolve_endpoint
 from artifactstore.client.publish import UploadOptions, UploadResult, upload_version
 from artifactstore.client.reader import AsyncFileReader
-from artifactstore.client.sessions import SessionCache
+from artifactstore.client.session_cache import SessionCache
 from artifactstore.client.transport import (
     RETRY_FIRST_DELAY,
     RETRY_MAX_DELAY,
@@ -55,7 +55,7 @@ class AsyncClient:
         *,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
-        retry_seconds: float = 120.0,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
         proxy: str | None = None,
         ca_bundle: str | None = None,
         trust_env: bool = True,

@@ -8,8 +8,11 @@
   without the route (404/405) turns this off for the run; a 413 lowers the
   size sent this way.
 - A larger hashed file goes through an ``UploadSession`` (resumable, its id
-  kept in the ``SessionCache``); a session that vanished is replaced by a
-  new one, whose ``POST`` finds the blob if it was stored after all.
+  kept in the ``SessionCache``, which a re-run through any URL of the same
+  deployment resumes); a session that vanished is replaced by a new one
+  (with a one-line notice), whose ``POST`` finds the blob if it was stored
+  after all. A session given up on (the server unreachable after the retry
+  budget) stays remembered and the error says how to resume it.
 - A file not hashed at all (the same-host path: the bytes never cross a
   network) is handed to the server whole with the handoff's ``store``: the
   server hashes what it reads and answers with both digests; a blob it
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
     from artifactstore.client.files import SourceFile
     from artifactstore.client.handoff import HandoffClient
     from artifactstore.client.progress import Meter
-    from artifactstore.client.sessions import BodySender, SessionCache
+    from artifactstore.client.session_cache import SessionCache
+    from artifactstore.client.sessions import BodySender
     from artifactstore.client.transport import Transport
     from artifactstore.digests import Digest
 
@@ -229,23 +233,44 @@ class BlobUploader:
             try:
                 await self._session_once(blob)
             except errors.UploadNotFoundError:
-                assert blob.blake3 is not None
-                self.cache.forget(blob.blake3.hex)
                 if restart == MAX_SESSION_RESTARTS:
                     raise
                 continue
             return
 
+    async def _resume_remembered(self, blob: Blob) -> UploadSession | None:
+        """The first remembered session of this blob the server still has (see session_cache)."""
+        assert blob.blake3 is not None
+        key, server, item = blob.blake3.hex, self.transport.endpoint.url, blob.source
+        deployment = self.transport.deployment
+        for saved in self.cache.candidates(server, deployment, key, blob.size):
+            try:
+                session = await UploadSession.resume(self.transport, saved.session, item.path)
+            except errors.UploadNotFoundError:
+                if saved.same_place(server, deployment):
+                    log.warning(
+                        "%s: upload session %s is gone (expired, aborted or finished);"
+                        " starting a new one",
+                        item.path,
+                        saved.session,
+                    )
+                    self.cache.forget(key, saved.session)
+                continue
+            if not saved.same_place(server, deployment):
+                log.debug(
+                    "%s: resuming session %s (opened via %s)",
+                    item.path,
+                    saved.session,
+                    saved.server,
+                )
+            self.cache.save(server, deployment, key, blob.size, session.id)
+            return session
+        return None
+
     async def _session_once(self, blob: Blob) -> None:
         assert blob.blake3 is not None
-        item, key, server = blob.source, blob.blake3.hex, self.transport.endpoint.url
-        session: UploadSession | None = None
-        saved = self.cache.load(server, key, blob.size)
-        if saved is not None:
-            try:
-                session = await UploadSession.resume(self.transport, saved, item.path)
-            except errors.UploadNotFoundError:
-                self.cache.forget(key)
+        item, key = blob.source, blob.blake3.hex
+        session = await self._resume_remembered(blob)
         if session is None:
             opened = await UploadSession.open(
                 self.transport, blob.size, blob.blake3, self.labels, item.path
@@ -255,25 +280,47 @@ class BlobUploader:
                 self.meter.advance(blob.size)
                 return
             session = opened
-            self.cache.save(server, key, blob.size, session.id)
+            self.cache.save(
+                self.transport.endpoint.url, self.transport.deployment, key, blob.size, session.id
+            )
         self.meter.advance(session.offset)
         before = session.offset
-        await session.send(
-            item.source,
-            blob.size,
-            self.sender,
-            chunk_size=self.chunk_size,
-            on_progress=self.meter.advance,
-            check=lambda: check_unchanged(item),
-            what=item.path,
-        )
         try:
+            await session.send(
+                item.source,
+                blob.size,
+                self.sender,
+                chunk_size=self.chunk_size,
+                on_progress=self.meter.advance,
+                check=lambda: check_unchanged(item),
+                what=item.path,
+            )
             info = await session.finish(blob.blake3, item.path)
         except errors.DigestMismatchError as exc:
-            self.cache.forget(key)
+            self.cache.forget(key, session.id)
             raise _received_other_bytes(blob, exc) from exc
-        self.cache.forget(key)
+        except errors.UploadNotFoundError:
+            log.warning(
+                "%s: upload session %s is gone (expired, aborted or finished); starting a new one",
+                item.path,
+                session.id,
+            )
+            self.cache.forget(key, session.id)
+            raise
+        except errors.UnavailableError as exc:
+            raise _resumable(exc, blob, session) from exc
+        self.cache.forget(key, session.id)
         self._stored(blob, info, sent=blob.size - before)
+
+
+def _resumable(exc: errors.UnavailableError, blob: Blob, session: UploadSession) -> Exception:
+    """The failure that ended a session's upload, saying how to pick it up again."""
+    message = (
+        f"{exc.message}; {blob.source.path}: {session.offset} of {blob.size} bytes are in"
+        f" upload session {session.id}: run the same command again (through any URL of"
+        " this deployment) to resume"
+    )
+    return type(exc)(message, **{**exc.detail, "upload": session.id, "offset": session.offset})
 
 
 async def send_all(uploader: BlobUploader, blobs: Sequence[Blob], concurrency: int) -> None:

@@ -34,7 +34,16 @@ from artifactstore.protocol import ADMIN_TOKEN_FILE, ENV_TOKEN
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["Endpoint", "resolve_endpoint", "resolve_server", "resolve_token"]
+__all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "Endpoint",
+    "resolve_endpoint",
+    "resolve_server",
+    "resolve_token",
+]
+
+DEFAULT_RETRY_SECONDS = 120.0
+"""How long one operation is retried by default: long enough for a server to restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ class Endpoint:
     timeout: float = 60.0
     """Seconds a connection may sit without progress (read or write)."""
     connect_timeout: float = 10.0
-    retry_seconds: float = 120.0
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
     """Longest one operation is retried (transport failures and 5xx answers)."""
     proxy: str | None = None
     """A proxy URL; None: the environment's, unless ``trust_env`` is False."""
@@ -126,7 +135,7 @@ def resolve_endpoint(
     *,
     timeout: float = 60.0,
     connect_timeout: float = 10.0,
-    retry_seconds: float = 120.0,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
     proxy: str | None = None,
     ca_bundle: str | None = None,
     trust_env: bool = True,

@@ -27,7 +27,7 @@ from artifactstore.client.blobs import SMALL_FILE_BYTES, Blob, BlobUploader, sen
 from artifactstore.client.files import blake3_file, collect_files, media_type_for
 from artifactstore.client.handoff import handoff_for
 from artifactstore.client.progress import Meter
-from artifactstore.client.sessions import HandoffSender, HttpSender, SessionCache
+from artifactstore.client.sessions import HandoffSender, HttpSender
 from artifactstore.client.transport import version_path
 from artifactstore.digests import Digest
 from artifactstore.manifest import (
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from artifactstore.client.files import SourceFile
     from artifactstore.client.progress import ProgressCallback
+    from artifactstore.client.session_cache import SessionCache
     from artifactstore.client.sessions import BodySender
     from artifactstore.client.transport import Transport
 

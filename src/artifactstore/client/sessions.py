@@ -13,18 +13,12 @@ Bodies go through one interface, ``BodySender``: ``HttpSender`` PATCHes
 the open file to a server on this machine (``client/handoff.py``), falling
 back to HTTP for good when the socket cannot be used.
 
-``SessionCache`` keeps session ids under the user cache dir, keyed by
-server and blake3, so a program that is run again resumes where it stopped.
+Which session a program that is run again resumes is ``client/session_cache.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from artifactstore import errors
@@ -34,11 +28,12 @@ from artifactstore.protocol import OFFSET_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from artifactstore.client.transport import Transport
     from artifactstore.digests import Digest
 
-__all__ = ["BodySender", "HandoffSender", "HttpSender", "SessionCache", "UploadSession"]
+__all__ = ["BodySender", "HandoffSender", "HttpSender", "UploadSession"]
 
 log = logging.getLogger("artifactstore.client")
 
@@ -229,52 +224,3 @@ class UploadSession:
         # cache) is finalizing it; once it is done this one gets 404 and the
         # caller opens a new session, which the server answers with ``exists``.
         return await self.transport.retrying(f"{what}: finish upload", put, also_retry=_busy)
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "artifactstore"
-
-
-class SessionCache:
-    """Upload session ids by blob blake3, under the user cache dir, for resuming later.
-
-    Best effort: a cache that cannot be read or written only costs the
-    resume, never the upload. One small JSON file per blob, written atomically.
-    """
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or _cache_dir() / "uploads"
-
-    def _file(self, blake3_hex: str) -> Path:
-        return self.directory / f"{blake3_hex}.json"
-
-    def load(self, server: str, blake3_hex: str, size: int) -> str | None:
-        """The session id saved for this blob on this server, if any."""
-        try:
-            data = json.loads(self._file(blake3_hex).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("server") != server or data.get("size") != size:
-            return None
-        session = data.get("session")
-        return session if isinstance(session, str) else None
-
-    def save(self, server: str, blake3_hex: str, size: int, session: str) -> None:
-        """Remember ``session`` for this blob."""
-        path = self._file(blake3_hex)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp.write_text(
-                json.dumps({"server": server, "session": session, "size": size}), encoding="utf-8"
-            )
-            tmp.replace(path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def forget(self, blake3_hex: str) -> None:
-        """Drop what was saved for this blob (idempotent)."""
-        with contextlib.suppress(OSError):
-            self._file(blake3_hex).unlink()

@@ -31,7 +31,7 @@ import artifactstore
 from artifactstore import errors
 from artifactstore.client.errors import ServerUnreachableError
 from artifactstore.client.rawhttp import BulkTransportError, FileSender, RawResponse
-from artifactstore.protocol import OFFSET_HEADER, error_from_body
+from artifactstore.protocol import DEPLOYMENT_HEADER, OFFSET_HEADER, error_from_body
 from artifactstore.storage.streams import coalesce, read_file_range
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class Transport:
             headers["Authorization"] = f"Bearer {endpoint.token}"
         self.endpoint = endpoint
         self._contacted = False
+        self.deployment: str | None = None
+        """The deployment the server names in its answers (``DEPLOYMENT_HEADER``), once seen."""
         context = _ssl_context(endpoint)
         timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
         self._http = httpx.AsyncClient(
@@ -169,6 +171,12 @@ class Transport:
             self.bulk.close()
         await self._http.aclose()
 
+    def _answered(self, deployment: str | None) -> None:
+        """Note that the server answered, and the deployment it named, if any."""
+        self._contacted = True
+        if deployment:
+            self.deployment = deployment
+
     def unreachable(self, exc: BaseException) -> ServerUnreachableError:
         """The error for a failed connection (the server may never have seen the request)."""
         reason = str(exc) or type(exc).__name__
@@ -185,7 +193,7 @@ class Transport:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
-        self._contacted = True
+        self._answered(response.headers.get(DEPLOYMENT_HEADER))
         if response.is_success:
             return response
         raise _error(response)
@@ -267,10 +275,11 @@ class Transport:
             )
         except BulkTransportError as exc:
             raise self.unreachable(exc) from exc
-        self._contacted = True
+        answer = Answer(raw.status, {name.lower(): value for name, value in raw.headers}, raw.body)
+        self._answered(answer.headers.get(DEPLOYMENT_HEADER.lower()))
         if not 200 <= raw.status < 300:  # noqa: PLR2004
             raise self.raw_error(method, path, raw)
-        return Answer(raw.status, {name.lower(): value for name, value in raw.headers}, raw.body)
+        return answer
 
     async def get_into(
         self, path: str, sink: VerifiedFile, on_progress: Callable[[int], None]
@@ -321,11 +330,15 @@ class Transport:
         first time, so an operation can re-synchronise (e.g. ask for the
         upload offset) before trying again. A server that was never reached
         is not retried: nothing is listening, and saying so at once helps more.
+        When the budget runs out after retries, the last failure is raised
+        as its own class saying so (``gave up after N attempts``, ``detail
+        ["attempts"]``), so a command's last line tells it stopped by design.
 
         Raises:
             ArtifactStoreError: the last failure, or the first one not worth retrying.
         """
         started = time.monotonic()
+        budget = self.endpoint.retry_seconds
         attempt = 0
         while True:
             try:
@@ -336,11 +349,27 @@ class Transport:
                     raise
                 delay = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2**attempt)
                 delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-                if time.monotonic() - started + delay > self.endpoint.retry_seconds:
-                    raise
-                log.warning("%s: %s; retrying in %.1fs", what, exc.message, delay)
+                elapsed = time.monotonic() - started
+                if elapsed + delay > budget:
+                    if not attempt:
+                        raise
+                    raise _gave_up(exc, attempt + 1, elapsed) from exc
+                log.warning(
+                    "%s: %s; retrying in %.1fs (attempt %d, for up to %.0fs)",
+                    what,
+                    exc.message,
+                    delay,
+                    attempt + 1,
+                    budget,
+                )
                 await asyncio.sleep(delay)
                 attempt += 1
+
+
+def _gave_up(exc: errors.ArtifactStoreError, attempts: int, elapsed: float) -> Exception:
+    """The last failure, saying that retrying it ran out (same class, same detail)."""
+    message = f"{exc.message} (gave up after {attempts} attempts in {elapsed:.0f}s)"
+    return type(exc)(message, **{**exc.detail, "attempts": attempts})
 
 
 async def _file_blocks(

@@ -3,7 +3,9 @@
 ``/healthz`` answers while the process runs. ``/readyz`` checks the database
 and every backend, and reports ``degraded`` while any storage location is
 ``failed`` or ``missing`` (a verify pass that succeeds clears it); it is 503
-only when the database or a backend is unreachable. Each of those checks
+only when the database or a backend is unreachable, or while the replica
+drains before it stops (``{"status": "draining"}``, at once: load balancers
+move away while in-flight requests finish; ``cli.serve``). Each of those checks
 has ``server.readiness_timeout_seconds`` to answer (all run at once), so the
 probe answers promptly and names what is slow even when an endpoint hangs.
 """
@@ -43,7 +45,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: database, backends, storage integrity")
 async def readyz(services: ServicesDep) -> Response:
-    """ok, degraded (failed/missing copies) or unavailable (503)."""
+    """ok, degraded (failed/missing copies), unavailable or draining (503)."""
+    if services.lifecycle.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     report: dict[str, Any] = {"status": "ok", "database": "ok", "backends": {}}
     status_code = 200
     try:
