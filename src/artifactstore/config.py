@@ -265,6 +265,21 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """One ``[[retention.rules]]`` entry (DESIGN section 11); ``None`` matchers match anything.
+
+    Matchers are fnmatch globs; of the limits, at least one is set.
+    """
+
+    package: str | None = None
+    producer: str | None = None
+    retention_class: str | None = None
+    keep_last: int | None = None
+    max_age_days: int | None = None
+    yanked_max_age_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything artifactstore reads from configuration, validated."""
 
@@ -275,6 +290,7 @@ class Settings:
     uploads: UploadSettings = field(default_factory=UploadSettings)
     storage: StorageSettings | None = None
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    retention: tuple[RetentionRule, ...] = ()
     source: str = "defaults"
 
     @property
@@ -498,6 +514,36 @@ def _storage(r: _Reader, data_dir: Path) -> StorageSettings | None:
     return StorageSettings(default=default, backends=backends, routes=tuple(routes))
 
 
+_RETENTION_LIMITS = ("keep_last", "max_age_days", "yanked_max_age_days")
+
+
+def _retention(r: _Reader) -> tuple[RetentionRule, ...]:
+    """``[[retention.rules]]``: validated now, so a typo fails at start-up naming its key."""
+    rules = []
+    for i, entry in enumerate(r.get("rules", list, [])):
+        if not isinstance(entry, dict):
+            raise r.fail(f"rules[{i}]", "must be a table")
+        rr = _Reader(entry, r.key(f"rules[{i}]"), r.source)
+        match = _Reader(rr.table_of("match"), rr.key("match"), r.source)
+        globs = {name: match.get(name, str) for name in ("package", "producer", "retention_class")}
+        for name, glob in globs.items():
+            if glob is not None and not glob:
+                raise match.fail(name, "must be a non-empty glob")
+        limits = {name: rr.get(name, int) for name in _RETENTION_LIMITS}
+        for name, value in limits.items():
+            if value is not None and value < 0:
+                raise rr.fail(name, "must be zero or a positive integer")
+        if all(value is None for value in limits.values()):
+            raise rr.fail(
+                "keep_last", f"a rule needs at least one of {', '.join(_RETENTION_LIMITS)}"
+            )
+        match.finish()
+        rr.finish()
+        rules.append(RetentionRule(**globs, **limits))
+    r.finish()
+    return tuple(rules)
+
+
 def load_settings(
     config_path: Path | None = None,
     *,
@@ -610,6 +656,7 @@ def load_settings(
     tr.finish()
 
     storage = _storage(_Reader(top.table_of("storage"), "storage", source), data_dir)
+    retention = _retention(_Reader(top.table_of("retention"), "retention", source))
     top.finish()
     return Settings(
         data_dir=data_dir,
@@ -619,5 +666,6 @@ def load_settings(
         uploads=uploads,
         storage=storage,
         tracing=tracing,
+        retention=retention,
         source=source,
     )
