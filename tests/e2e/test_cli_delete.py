@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from tests.e2e.serverproc import Server, cli
+from tests.e2e.serverproc import Server, anonymous_s3, cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,19 +22,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.e2e]
 
 KEY = "1.0/src/f.txt"
-
-
-def _s3(server: Server) -> S3Client:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.s3_url,
-        region_name="us-east-1",
-        config=Config(
-            signature_version=UNSIGNED,  # anonymous reads: the gateway listens on loopback
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-        ),
-    )
 
 
 def _missing(s3: S3Client, key: str) -> bool:
@@ -60,7 +44,7 @@ def test_delete_reaches_the_other_replicas_gateway_and_is_final(
     for version in ("1.0", "2.0"):
         up = cli("upload", "demo", version, str(src), env=first.client_env())
         assert up.returncode == 0, up.stderr
-    other = _s3(second)
+    other = anonymous_s3(second)
     assert other.head_object(Bucket="demo", Key=KEY)["ContentLength"] == 4  # now cached
 
     gone = cli("delete", "demo", "1.0", "--reason", "bad build", env=first.client_env())

@@ -13,16 +13,16 @@ the catalog must not use it (``changed`` answers None).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from artifactstore.events.listen import LogListener
 from artifactstore.events.log import NOTIFY_CHANNEL
 from artifactstore.registry import queries
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["DeletionWatch"]
 
@@ -39,47 +39,29 @@ class DeletionWatch:
         self.engine = engine
         self.announced = 0
         self.synced = 0
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
+        self._listener = LogListener(engine, self._on_seq)
         self._retry_at = 0.0
         self._wanted = False
 
-    def listening(self) -> bool:
-        """Whether announcements arrive (the connection is up)."""
-        return self._driver is not None and not self._driver.is_closed()
+    def _on_seq(self, seq: int) -> None:
+        self.announced = max(self.announced, seq)
 
     async def start(self) -> None:
         """LISTEN, then start from the newest deletion (best effort: else the cache is off)."""
-        await self.stop()
         self._wanted = True
         try:
             async with asyncio.timeout(CONNECT_SECONDS):
-                self._conn = await self.engine.connect()
-                raw = await self._conn.get_raw_connection()
-                self._driver = raw.driver_connection
-                await self._driver.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                self.synced = await queries.last_deletion(self._conn)
-                await self._conn.commit()
+                await self._listener.open()
+                async with self.engine.connect() as conn:
+                    self.synced = await queries.last_deletion(conn)
         except Exception:  # noqa: BLE001 - degrade to no file cache, never fail a request
             log.warning("LISTEN %s unavailable; the gateway's file cache is off", NOTIFY_CHANNEL)
-            await self.stop()
-            self._wanted = True
+            await self._listener.close()
 
     async def stop(self) -> None:
         """Stop listening and return the connection (``start`` again to resume)."""
         self._wanted = False
-        if self._driver is not None:
-            with contextlib.suppress(Exception):
-                await self._driver.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            self._driver = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        with contextlib.suppress(ValueError):
-            self.announced = max(self.announced, int(payload))
+        await self._listener.close()
 
     async def changed(self) -> bool | None:
         """True: versions were deleted since the last call (drop the cache); False: none.
@@ -87,12 +69,12 @@ class DeletionWatch:
         None: not listening (never started, or down after one attempt to listen
         again), so a cached file may be deleted; the caller must look it up.
         """
-        if not self.listening():
+        if not self._listener.listening():
             if not self._wanted or time.monotonic() < self._retry_at:
                 return None
             self._retry_at = time.monotonic() + RETRY_SECONDS
             await self.start()
-            return None if not self.listening() else True
+            return None if not self._listener.listening() else True
         if self.announced <= self.synced:
             return False
         # NOTIFY is delivered on commit: every deletion up to ``announced`` is visible now.
