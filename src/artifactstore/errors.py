@@ -14,6 +14,7 @@ Families are grouped by what the caller does next::
     |   +-- UploadNotFoundError
     +-- ConflictError                         the state changed under you
     |   +-- VersionConflictError
+    |   +-- VersionDeletedError
     |   +-- UploadOffsetMismatchError
     |   +-- NotLocalError
     +-- InvalidInputError (ValueError)        fix the request
@@ -79,6 +80,7 @@ __all__ = [
     "UploadNotFoundError",
     "UploadOffsetMismatchError",
     "VersionConflictError",
+    "VersionDeletedError",
     "VersionNotFoundError",
     "ViewsBusyError",
     "disk_space_checked",
@@ -143,6 +145,12 @@ class VersionConflictError(ConflictError):
     """Raised when a version exists with a different manifest."""
 
     code = "version_conflict"
+
+
+class VersionDeletedError(ConflictError):
+    """Raised when publishing a version that was deleted: a deletion is final."""
+
+    code = "version_deleted"
 
 
 class UploadOffsetMismatchError(ConflictError):

@@ -22,11 +22,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+import boto3
 import httpx
+from botocore import UNSIGNED
+from botocore.config import Config
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from mypy_boto3_s3 import S3Client
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -205,3 +210,17 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     env["HOME"] = str(tmp_path / "home")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def anonymous_s3(server: Server) -> S3Client:
+    """boto3 on the server's S3 gateway, unsigned (anonymous reads: it listens on loopback)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=server.s3_url,
+        region_name="us-east-1",
+        config=Config(
+            signature_version=UNSIGNED,
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+        ),
+    )

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import boto3
 import httpx
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
-from tests.e2e.serverproc import Server, cli
+from tests.e2e.serverproc import Server, anonymous_s3, cli
 
 from artifactstore.gateway.listing import TOKEN_KEY_FILE
 
@@ -22,24 +19,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from mypy_boto3_s3 import S3Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FILES = 9
-
-
-def _s3(server: Server) -> S3Client:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.s3_url,
-        region_name="us-east-1",
-        config=Config(
-            signature_version=UNSIGNED,  # anonymous reads: the gateway listens on loopback
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-        ),
-    )
 
 
 def test_continuation_token_from_one_replica_continues_on_another(
@@ -56,7 +39,7 @@ def test_continuation_token_from_one_replica_continues_on_another(
     assert up.returncode == 0, up.stderr
     expected = sorted(f"1.0/src/f{i}.txt" for i in range(FILES))  # a directory keeps its name
 
-    clients = [_s3(first), _s3(second)]
+    clients = [anonymous_s3(first), anonymous_s3(second)]
     page = clients[0].list_objects_v2(Bucket="demo", MaxKeys=2)
     keys = [o["Key"] for o in page["Contents"]]
     turn = 1

@@ -9,13 +9,22 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from artifactstore import views
-from artifactstore.db.tables import VIEW_TABLES, api_tokens, package_files, storage_locations
+from artifactstore.db.tables import (
+    VIEW_TABLES,
+    api_tokens,
+    deleted_versions,
+    package_files,
+    package_versions,
+    packages,
+    storage_locations,
+)
 from artifactstore.digests import hash_bytes
 from artifactstore.events import (
     BlobStored,
     EventPayload,
     LocationFailed,
     LocationVerified,
+    PackageDeleted,
     PackagePublished,
     PackageYanked,
     TokenCreated,
@@ -189,4 +198,34 @@ async def test_tokens_created_and_revoked_in_batches(engine: AsyncEngine) -> Non
         )
     assert [tuple(r) for r in rows] == [("kept", False), ("new", True), ("old", True)]
     assert positions == {"tokens": 6}
+    await _assert_same_as_one_by_one(engine)
+
+
+def _deleted(published: PackagePublished, reason: str = "") -> PackageDeleted:
+    return PackageDeleted(
+        published.package, published.version, published.manifest_sha256, reason=reason
+    )
+
+
+async def test_delete_in_the_publishing_batch_and_after(engine: AsyncEngine) -> None:
+    """Deletes drop a version's rows (published, yanked, in its own batch or later) and stay."""
+    one, two, three = _published("p", "1"), _published("p", "2"), _published("p", "3")
+    await _record(engine, one)
+    await _record(engine, two, PackageYanked("p", "2"), _deleted(two, "same batch"), three)
+    await _record(engine, PackageYanked("p", "1"), _deleted(one, "later"))
+    async with engine.connect() as conn:
+        versions = (await conn.execute(sa.select(package_versions.c.version))).scalars().all()
+        files = (await conn.execute(sa.select(package_files.c.key))).scalars().all()
+        count = (await conn.execute(sa.select(packages.c.version_count))).scalar_one()
+        gone = (
+            await conn.execute(
+                sa.select(deleted_versions.c.version, deleted_versions.c.reason).order_by(
+                    deleted_versions.c.version
+                )
+            )
+        ).all()
+    assert versions == ["3"]
+    assert sorted(files) == ["3/a", "3/b"]
+    assert count == 1
+    assert [tuple(r) for r in gone] == [("1", "later"), ("2", "same batch")]
     await _assert_same_as_one_by_one(engine)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from artifactstore.events.listen import LogListener
 from artifactstore.events.log import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["EventNotifier"]
 
@@ -30,28 +31,22 @@ class EventNotifier:
         self.engine = engine
         self.latest = 0
         self._changed = asyncio.Condition()
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
+        self._listener = LogListener(engine, self._on_seq)
 
     async def start(self) -> None:
         """Open the listening connection (best effort: without it, followers poll)."""
         try:
-            self._conn = await self.engine.connect()
-            raw = await self._conn.get_raw_connection()
-            self._driver = raw.driver_connection
-            await self._driver.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._listener.open()
         except Exception:  # noqa: BLE001 - degrade to polling, never fail startup for this
             log.warning("LISTEN %s unavailable; event stream will poll", NOTIFY_CHANNEL)
-            await self.stop()
 
     async def restart(self) -> None:
         """Listen on a fresh connection (after the database restarted under us)."""
         await self.stop()
         await self.start()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        with contextlib.suppress(ValueError):
-            self.latest = max(self.latest, int(payload))
+    def _on_seq(self, seq: int) -> None:
+        self.latest = max(self.latest, seq)
         asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:
@@ -68,11 +63,4 @@ class EventNotifier:
 
     async def stop(self) -> None:
         """Stop listening and return the connection."""
-        if self._driver is not None:
-            with contextlib.suppress(Exception):
-                await self._driver.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            self._driver = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+        await self._listener.close()

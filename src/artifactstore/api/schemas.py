@@ -33,6 +33,7 @@ __all__ = [
     "MAX_EXISTS_ENTRIES",
     "BlobRef",
     "CreateUpload",
+    "DeleteRequest",
     "ExistsRequest",
     "LabelQuery",
     "YankRequest",
@@ -101,6 +102,13 @@ class YankRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(default="", max_length=1024)
+
+
+class DeleteRequest(BaseModel):
+    """``DELETE .../versions/{version}`` and ``DELETE /v1/packages/{name}`` body (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=1000)
 
 
 def blob_json(blob: BlobRecord) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from artifactstore import errors
 from artifactstore.cli import db as db_cli
 from artifactstore.cli import events as events_cli
 from artifactstore.cli import tokens as tokens_cli
+from artifactstore.cli.delete import delete_command
 from artifactstore.cli.download import download_command
 from artifactstore.cli.listing import ls_command
 from artifactstore.cli.serve import serve_command
@@ -120,6 +121,7 @@ app.command("serve")(serve_command)
 app.command("upload")(upload_command)
 app.command("download")(download_command)
 app.command("ls")(ls_command)
+app.command("delete")(delete_command)
 app.add_typer(events_cli.app, name="events")
 app.add_typer(db_cli.app, name="db")
 app.add_typer(tokens_cli.app, name="token")

@@ -192,9 +192,24 @@ class AsyncClient:
             await self.transport.json("POST", path, json={"reason": reason})
         )
 
+    async def delete_version(self, package: str, version: str, reason: str = "") -> None:
+        """Delete the version (admin; DESIGN section 11): gone from listings, name never reused.
+
+        Its blobs stay until garbage collection. Raises ``VersionNotFoundError``
+        when there is no such version (or it was deleted already).
+        """
+        path = version_path(package, version)
+        await self.transport.request("DELETE", path, json={"reason": reason})
+
     async def delete(self, package: str, version: str) -> None:
-        """Delete the version (admin; DESIGN section 11): gone from listings, name never reused."""
-        await self.transport.request("DELETE", version_path(package, version))
+        """``delete_version`` without a reason (the name of 0.x clients)."""
+        await self.delete_version(package, version)
+
+    async def delete_package(self, package: str, reason: str = "") -> list[str]:
+        """Delete every version of the package (admin) in one transaction; return them."""
+        path = f"/v1/packages/{quote(package, safe='')}"
+        doc = await self.transport.json("DELETE", path, json={"reason": reason})
+        return [str(v) for v in doc["deleted"]]
 
     async def events(self, after: int = 0, *, follow: bool = False) -> AsyncIterator[EventInfo]:
         """Events after seq ``after`` in order; with ``follow``, keep waiting for new ones.

@@ -167,9 +167,17 @@ class Client:
         """See ``AsyncClient.yank``."""
         return self._run(self._async.yank(package, version, reason))
 
+    def delete_version(self, package: str, version: str, reason: str = "") -> None:
+        """See ``AsyncClient.delete_version``."""
+        self._run(self._async.delete_version(package, version, reason))
+
     def delete(self, package: str, version: str) -> None:
         """See ``AsyncClient.delete``."""
         self._run(self._async.delete(package, version))
+
+    def delete_package(self, package: str, reason: str = "") -> list[str]:
+        """See ``AsyncClient.delete_package``."""
+        return self._run(self._async.delete_package(package, reason))
 
     def events(self, after: int = 0, *, follow: bool = False) -> Iterator[EventInfo]:
         """See ``AsyncClient.events``; a blocking iterator."""

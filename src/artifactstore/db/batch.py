@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Changes", "StatementBatch", "Targets", "insert_rows", "update_rows"]
+__all__ = ["Changes", "StatementBatch", "Targets", "delete_rows", "insert_rows", "update_rows"]
 
 K = TypeVar("K")
 
@@ -196,4 +196,23 @@ def update_rows(
     target = _table_name(table, targets)
     values = f"{source} AS v({', '.join(columns)})"
     sql = f"UPDATE {target} AS t SET {sets} FROM {values} WHERE {where}"  # noqa: S608
+    batch.add(target, sql, params)
+
+
+def delete_rows(
+    batch: StatementBatch,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    targets: Mapping[str, str],
+    *,
+    match: Sequence[str],
+) -> None:
+    """Queue a ``DELETE`` of the rows whose ``match`` columns equal one of ``rows``."""
+    if not rows:
+        return
+    source, params = _unnest(table, match, rows)
+    where = " AND ".join(f"t.{c} = v.{c}" for c in match)
+    target = _table_name(table, targets)
+    values = f"{source} AS v({', '.join(match)})"
+    sql = f"DELETE FROM {target} AS t USING {values} WHERE {where}"  # noqa: S608
     batch.add(target, sql, params)

@@ -26,6 +26,7 @@ __all__ = [
     "blob_blocks",
     "blob_objects",
     "blobs",
+    "deleted_versions",
     "events",
     "log_head",
     "metadata",
@@ -151,6 +152,22 @@ package_files = sa.Table(
     sa.Index("ix_package_files_sha256", "sha256"),
 )
 
+deleted_versions = sa.Table(
+    "deleted_versions",
+    metadata,
+    # A deleted version leaves package_versions/package_files; this row keeps
+    # its name taken (never published again) and says when and why it went.
+    sa.Column("package", sa.Text(collation="C"), primary_key=True),
+    sa.Column("version", sa.Text(collation="C"), primary_key=True),
+    sa.Column("manifest_sha256", sa.LargeBinary, nullable=False),
+    sa.Column("deleted_at", TZ, nullable=False),
+    sa.Column("deleted_seq", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    # The gateway's caches ask for the newest deletion after every announcement.
+    sa.Index("ix_deleted_versions_deleted_seq", "deleted_seq"),
+)
+
 api_tokens = sa.Table(
     "api_tokens",
     metadata,
@@ -246,6 +263,7 @@ VIEW_TABLES = (
     packages,
     package_versions,
     package_files,
+    deleted_versions,
     api_tokens,
     view_positions,
 )

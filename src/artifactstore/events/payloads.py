@@ -26,6 +26,7 @@ __all__ = [
     "LocationFailed",
     "LocationMissing",
     "LocationVerified",
+    "PackageDeleted",
     "PackagePublished",
     "PackageYanked",
     "TokenCreated",
@@ -141,6 +142,17 @@ class PackageYanked(_Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class PackageDeleted(_Payload):
+    """``v1.package.deleted``: the version is gone; its name stays taken (blobs stay for GC)."""
+
+    TYPE: ClassVar[EventType] = EventType.PACKAGE_DELETED
+    package: str
+    version: str
+    manifest_sha256: bytes
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TokenCreated(_Payload):
     """``v1.token.created``: a named token with a scope; only its sha256 is kept."""
 
@@ -166,6 +178,7 @@ EventPayload: TypeAlias = (
     | LocationDeleted
     | PackagePublished
     | PackageYanked
+    | PackageDeleted
     | TokenCreated
     | TokenRevoked
 )
@@ -180,6 +193,7 @@ _BY_TYPE: dict[EventType, type[EventPayload]] = {
         LocationDeleted,
         PackagePublished,
         PackageYanked,
+        PackageDeleted,
         TokenCreated,
         TokenRevoked,
     )

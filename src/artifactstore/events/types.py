@@ -29,6 +29,8 @@ class EventType(StrEnum):
     """A version was published; the payload carries its canonical manifest."""
     PACKAGE_YANKED = "v1.package.yanked"
     """A version was yanked: still readable by exact name, hidden from listings."""
+    PACKAGE_DELETED = "v1.package.deleted"
+    """A version was deleted: gone everywhere, its name never published again."""
     TOKEN_CREATED = "v1.token.created"  # noqa: S105 - an event name, not a secret
     """An API token was created; only its hash is recorded."""
     TOKEN_REVOKED = "v1.token.revoked"  # noqa: S105 - an event name, not a secret

@@ -139,12 +139,15 @@ class GatewayApp:
                         self._registry = await Registry.open(self.settings)
                         self._catalog = Catalog(self._registry)
                     await self.token_key()
+                    await self.catalog.deletions.start()
                 except Exception as exc:
                     log.exception("S3 gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._catalog is not None:
+                    await self._catalog.aclose()
                 if self._owned and self._registry is not None:
                     await self._registry.aclose()
                     self._registry = None

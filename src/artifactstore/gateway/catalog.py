@@ -6,11 +6,13 @@ Owns: mapping a bucket name to a package and an object key
 list (``gateway/listing.py``) or read bytes.
 
 Why caching is safe: a published version is immutable (DESIGN section 1)
-and packages and versions are never deleted, so a file's sha256, size,
-media type and publish time never change once seen. Yanking flips only
-``yanked``, which reads by exact key ignore. Negative answers are never
-cached: a key may be published a moment later. The cache is a plain LRU
-bounded by entry count.
+and packages are never deleted, so a file's sha256, size, media type and
+publish time never change once seen. Yanking flips only ``yanked``, which
+reads by exact key ignore. Deleting a version takes its files away: the
+file cache is dropped whenever ``DeletionWatch`` reports a deletion from
+any replica, and not used while it cannot listen. Negative answers are
+never cached: a key may be published a moment later. The cache is a plain
+LRU bounded by entry count.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from artifactstore.errors import BackendUnavailableError, NotFoundError, PackageNotFoundError
+from artifactstore.gateway.deletions import DeletionWatch
 from artifactstore.gateway.errors import S3Error
 
 if TYPE_CHECKING:
@@ -54,6 +57,11 @@ class Catalog:
         self._files: OrderedDict[tuple[str, str], FileRecord] = OrderedDict()
         self._buckets: set[str] = set()
         self._locations: OrderedDict[bytes, tuple[float, tuple[str, ...]]] = OrderedDict()
+        self.deletions = DeletionWatch(registry.engine)
+
+    async def aclose(self) -> None:
+        """Stop watching for deletions."""
+        await self.deletions.stop()
 
     async def require_bucket(self, bucket: str) -> None:
         """Succeed if the package exists.
@@ -79,6 +87,9 @@ class Catalog:
         Raises:
             S3Error: ``NoSuchBucket`` if the package is unknown, else ``NoSuchKey``.
         """
+        trusted = await self.deletions.changed()
+        if trusted is not False:
+            self._files.clear()
         cached = self._files.get((bucket, key))
         if cached is not None:
             self._files.move_to_end((bucket, key))
@@ -93,7 +104,8 @@ class Catalog:
         except NotFoundError:
             await self.require_bucket(bucket)
             raise missing from None
-        self._files[(bucket, key)] = found
+        if trusted is not None:
+            self._files[(bucket, key)] = found
         if len(self._files) > self._max:
             self._files.popitem(last=False)
         return found

@@ -27,6 +27,7 @@ from artifactstore.errors import (
     ManifestError,
     MissingBlobsError,
     VersionConflictError,
+    VersionDeletedError,
 )
 from artifactstore.events import BlobStored, PackagePublished
 from artifactstore.manifest import Manifest, decode_manifest, encode_manifest
@@ -73,6 +74,8 @@ async def publish(
         current = await queries.find_version(conn, parsed.package, parsed.version)
         if current is not None:
             return same_or_conflict(current, parsed, digests.sha256)
+        if await queries.is_deleted(conn, parsed.package, parsed.version):
+            raise _deleted(parsed)
         held = await queries.recorded_blobs(conn, [*wanted, digests.sha256.raw])
     check_blobs(parsed, held)
     targets = registry.store.targets(producer=producer, retention_class=retention_class)
@@ -85,12 +88,15 @@ async def publish(
     pairs = {(raw, name) for raw in wanted for name in targets}
     async with transaction(registry.engine, actor=actor) as tx:
         current = await queries.find_version(tx.conn, parsed.package, parsed.version)
+        deleted = current is None and await queries.is_deleted(
+            tx.conn, parsed.package, parsed.version
+        )
         still = await readable_copies(tx.conn, list(pairs | made))
         # Copies written above are recorded whatever happens next: they are
         # good copies of known blobs, and unrecorded they would be orphans.
         fresh: list[EventPayload] = [*await tx.fresh_copies(copies, held=still)]
         gone = sorted({raw.hex() for raw, _ in pairs - still - made})
-        if current is None and not gone:
+        if current is None and not deleted and not gone:
             fresh.append(
                 PackagePublished(
                     package=parsed.package,
@@ -104,12 +110,24 @@ async def publish(
         await tx.record(*fresh)
     if current is not None:
         return same_or_conflict(current, parsed, digests.sha256)
+    if deleted:
+        raise _deleted(parsed)
     if gone:
         raise MissingBlobsError(
             f"{len(gone)} referenced blob(s) lost their copies meanwhile; upload them again",
             missing=[f"sha256:{h}" for h in gone],
         )
     return PublishResult(manifest_sha256=digests.sha256, created=True)
+
+
+def _deleted(parsed: Manifest) -> VersionDeletedError:
+    """A version string always means one manifest, so a deleted one is never reused."""
+    return VersionDeletedError(
+        f"{parsed.package} {parsed.version} was deleted; a deleted version is never"
+        " published again: publish a new version",
+        package=parsed.package,
+        version=parsed.version,
+    )
 
 
 def same_or_conflict(current: VersionRecord, parsed: Manifest, sha: Digest) -> PublishResult:

@@ -1,4 +1,4 @@
-"""The registry's use cases as one Python API: ingest, publish, yank, and look-ups.
+"""The registry's use cases as one Python API: ingest, publish, yank, delete, and look-ups.
 
 No HTTP and no S3 vocabulary here: the REST API, the S3 gateway and the CLI
 all call this. Errors are the typed exceptions of ``artifactstore.errors``;
@@ -18,9 +18,9 @@ from artifactstore.errors import (
     DigestMismatchError,
     SizeMismatchError,
 )
-from artifactstore.events import BlobStored, PackageYanked
+from artifactstore.events import BlobStored
+from artifactstore.registry import lifecycle, queries
 from artifactstore.registry import publish as publishing
-from artifactstore.registry import queries
 from artifactstore.registry.blobstore import BlobStore
 from artifactstore.registry.ingest import Expected, Staging, check_expected
 from artifactstore.registry.journal import transaction
@@ -340,16 +340,22 @@ class Registry(AsyncCloseable):
     async def yank(
         self, package: str, version: str, *, reason: str = "", actor: str = SYSTEM_ACTOR
     ) -> VersionRecord:
-        """Yank a version: hidden from listings, still readable by exact name. Idempotent.
+        """Yank a version (``lifecycle.yank``; raises ``VersionNotFoundError``)."""
+        return await lifecycle.yank(self.engine, package, version, reason=reason, actor=actor)
 
-        Raises:
-            VersionNotFoundError: no such version.
-        """
-        async with transaction(self.engine, actor=actor) as tx:
-            current = await queries.get_version(tx.conn, package, version)
-            if not current.yanked:
-                await tx.record(PackageYanked(package=package, version=version, reason=reason))
-            return await queries.get_version(tx.conn, package, version)
+    async def delete_version(
+        self, package: str, version: str, *, reason: str = "", actor: str = SYSTEM_ACTOR
+    ) -> VersionRecord:
+        """Delete a version for good (``lifecycle.delete_version``); return what it was."""
+        return await lifecycle.delete_version(
+            self.engine, package, version, reason=reason, actor=actor
+        )
+
+    async def delete_package(
+        self, package: str, *, reason: str = "", actor: str = SYSTEM_ACTOR
+    ) -> list[str]:
+        """Delete every version of a package (``lifecycle.delete_package``); return them."""
+        return await lifecycle.delete_package(self.engine, package, reason=reason, actor=actor)
 
     async def package(self, name: str) -> PackageRecord:
         """One package (raises ``PackageNotFoundError``)."""

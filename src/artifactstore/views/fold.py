@@ -56,7 +56,7 @@ class Fold:
             ):
                 self.blobs.add(event, data)
                 family = "blobs"
-            case p.PackagePublished() | p.PackageYanked():
+            case p.PackagePublished() | p.PackageYanked() | p.PackageDeleted():
                 self.packages.add(event, data)
                 family = "packages"
             case p.TokenCreated() | p.TokenRevoked():

@@ -1,7 +1,9 @@
 """Package views: packages, their versions, and the files of each version.
 
 Consumes ``v1.package.published`` (whose payload carries the canonical
-manifest, so the views need nothing but the log) and ``v1.package.yanked``.
+manifest, so the views need nothing but the log), ``v1.package.yanked`` and
+``v1.package.deleted`` (the version's rows go; ``deleted_versions`` keeps
+its name taken and the package row stays, one version fewer).
 ``package_files`` is keyed by ``(package, "<version>/<path>")``: the S3
 gateway's listing order, served from the primary key index.
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from artifactstore.db.batch import Changes, StatementBatch, insert_rows, update_rows
-from artifactstore.db.tables import package_files, package_versions, packages
-from artifactstore.events.payloads import PackagePublished, PackageYanked
+from artifactstore.db.batch import Changes, StatementBatch, delete_rows, insert_rows, update_rows
+from artifactstore.db.tables import deleted_versions, package_files, package_versions, packages
+from artifactstore.events.payloads import PackageDeleted, PackagePublished, PackageYanked
 from artifactstore.manifest import trusted_file_entries
 
 if TYPE_CHECKING:
@@ -32,7 +34,9 @@ class PackageFold:
     package (first ``created_*`` kept, ``updated_at`` moved, count + 1) and
     inserts the version and its files (a second publish of a version is a
     unique violation, as before); a yank updates the version and its files
-    if they exist by then, and does nothing otherwise.
+    if they exist by then, and does nothing otherwise; a delete removes the
+    version and its files (after the batch's inserts, so a version published
+    and deleted in one batch goes too) and records it in ``deleted_versions``.
     """
 
     def __init__(self) -> None:
@@ -41,11 +45,27 @@ class PackageFold:
         self.files: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.yanked_files: dict[tuple[str, str], bool] = {}
         self.clashes: list[dict[str, Any]] = []
+        self.deleted: list[dict[str, Any]] = []
+        self.deleted_counts: dict[str, int] = {}
 
-    def add(self, event: Event, data: PackagePublished | PackageYanked) -> None:
+    def add(self, event: Event, data: PackagePublished | PackageYanked | PackageDeleted) -> None:
         """Fold one package event into the batch."""
         at = event.occurred_at
         key = (data.package, data.version)
+        if isinstance(data, PackageDeleted):
+            self.deleted.append(
+                {
+                    "package": data.package,
+                    "version": data.version,
+                    "manifest_sha256": data.manifest_sha256,
+                    "deleted_at": at,
+                    "deleted_seq": event.seq,
+                    "actor": event.actor,
+                    "reason": data.reason,
+                }
+            )
+            self.deleted_counts[data.package] = self.deleted_counts.get(data.package, 0) + 1
+            return
         if isinstance(data, PackageYanked):
             yank = {"yanked": True, "yanked_at": at, "yank_reason": data.reason}
             self.versions.update(key, yank)
@@ -137,3 +157,20 @@ class PackageFold:
         for start in range(0, len(files), _FILES_PER_STATEMENT):
             chunk = files[start : start + _FILES_PER_STATEMENT]
             insert_rows(batch, package_files, chunk, targets)
+        self._collect_deletes(batch, targets)
+
+    def _collect_deletes(self, batch: StatementBatch, targets: Mapping[str, str]) -> None:
+        """Queue the deletes last: they see the rows this batch inserted."""
+        keys = [{"package": d["package"], "version": d["version"]} for d in self.deleted]
+        match = ("package", "version")
+        delete_rows(batch, package_files, keys, targets, match=match)
+        delete_rows(batch, package_versions, keys, targets, match=match)
+        update_rows(
+            batch,
+            packages,
+            [{"name": n, "version_count": c} for n, c in self.deleted_counts.items()],
+            targets,
+            match=("name",),
+            assign={"version_count": "t.version_count - v.version_count"},
+        )
+        insert_rows(batch, deleted_versions, self.deleted, targets)

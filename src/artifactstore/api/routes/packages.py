@@ -1,4 +1,4 @@
-"""``/v1/packages``: publish, list, read, yank; files of a version by path."""
+"""``/v1/packages``: publish, list, read, yank, delete; files of a version by path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from artifactstore.api.schemas import LabelQuery, YankRequest, package_json, version_json
-from artifactstore.api.services import ActorRead, ActorWrite, ServicesDep
+from artifactstore.api.schemas import (
+    DeleteRequest,
+    LabelQuery,
+    YankRequest,
+    package_json,
+    version_json,
+)
+from artifactstore.api.services import ActorAdmin, ActorRead, ActorWrite, ServicesDep
 from artifactstore.api.streaming import blob_response, read_capped
 from artifactstore.errors import InvalidInputError, ManifestError
 from artifactstore.manifest import decode_manifest, manifest_from_json, manifest_to_json
@@ -177,3 +183,35 @@ async def yank(
         name, version, reason=body.reason if body else "", actor=actor
     )
     return version_json(record)
+
+
+@router.delete("/{name}/versions/{version}", status_code=204, summary="Delete a version (admin)")
+async def delete_version(
+    name: str,
+    version: str,
+    services: ServicesDep,
+    actor: ActorAdmin,
+    body: DeleteRequest | None = None,
+) -> Response:
+    """204; gone from every listing at once; 404 if absent or already deleted."""
+    validate_package_name(name)
+    validate_version(version)
+    await services.registry.delete_version(
+        name, version, reason=body.reason if body else "", actor=actor
+    )
+    return Response(status_code=204)
+
+
+@router.delete("/{name}", summary="Delete every version of a package (admin)")
+async def delete_package(
+    name: str,
+    services: ServicesDep,
+    actor: ActorAdmin,
+    body: DeleteRequest | None = None,
+) -> dict[str, Any]:
+    """``{package, deleted: [versions]}``, one event per version in one transaction."""
+    validate_package_name(name)
+    deleted = await services.registry.delete_package(
+        name, reason=body.reason if body else "", actor=actor
+    )
+    return {"package": name, "deleted": deleted}

@@ -30,9 +30,12 @@ from artifactstore.registry.queries.packages import (
     get_file,
     get_package,
     get_version,
+    is_deleted,
+    last_deletion,
     list_files,
     list_packages,
     list_versions,
+    live_versions,
 )
 from artifactstore.registry.queries.paging import MAX_PAGE, decode_cursor, encode_cursor
 
@@ -49,11 +52,14 @@ __all__ = [
     "get_package",
     "get_version",
     "held_blobs",
+    "is_deleted",
+    "last_deletion",
     "list_files",
     "list_packages",
     "list_versions",
     "live_locations",
     "live_totals",
+    "live_versions",
     "location_states",
     "locations_in_states",
     "readable_backends",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from artifactstore.db.tables import package_files, package_versions, packages
+from artifactstore.db.tables import deleted_versions, package_files, package_versions, packages
 from artifactstore.digests import Digest
 from artifactstore.errors import (
     FileNotInVersionError,
@@ -32,9 +32,12 @@ __all__ = [
     "get_file",
     "get_package",
     "get_version",
+    "is_deleted",
+    "last_deletion",
     "list_files",
     "list_packages",
     "list_versions",
+    "live_versions",
 ]
 
 
@@ -141,6 +144,32 @@ async def find_version(conn: AsyncConnection, package: str, version: str) -> Ver
         await conn.execute(sa.select(pv).where(pv.c.package == package, pv.c.version == version))
     ).first()
     return None if row is None else _version(row)
+
+
+async def is_deleted(conn: AsyncConnection, package: str, version: str) -> bool:
+    """Whether the version was deleted (its name is never published again)."""
+    dv = deleted_versions
+    query = sa.select(sa.literal(1)).where(dv.c.package == package, dv.c.version == version)
+    return (await conn.execute(query)).first() is not None
+
+
+async def last_deletion(conn: AsyncConnection) -> int:
+    """The seq of the newest ``v1.package.deleted`` folded (0 when none): caches start there."""
+    query = sa.select(sa.func.coalesce(sa.func.max(deleted_versions.c.deleted_seq), 0))
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def live_versions(conn: AsyncConnection, package: str) -> list[tuple[str, Digest]]:
+    """Every version of a package with its manifest's sha256 (raises ``PackageNotFoundError``)."""
+    await get_package(conn, package)
+    pv = package_versions
+    query = (
+        sa.select(pv.c.version, pv.c.manifest_sha256)
+        .where(pv.c.package == package)
+        .order_by(pv.c.version)
+    )
+    rows = (await conn.execute(query)).all()
+    return [(r.version, Digest("sha256", bytes(r.manifest_sha256))) for r in rows]
 
 
 async def get_version(conn: AsyncConnection, package: str, version: str) -> VersionRecord:
