@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING
 from artifactstore.digests import BlobDigests, Digest
 from artifactstore.errors import ConflictError, InvalidInputError, UploadNotFoundError
 from artifactstore.events import BlobStored
-from artifactstore.registry.ingest import Expected
+from artifactstore.registry.ingest import Expected, check_expected
 from artifactstore.staged_file import fsync_dir
 from artifactstore.testpoint import pause_at
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterable, Iterator
     from pathlib import Path
 
     import sqlalchemy as sa
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from artifactstore.registry.records import BlobRecord
     from artifactstore.registry.service import Registry
 
-__all__ = ["CLAIM_PREFIX", "Claim", "Claims", "Intent", "expected_of", "size_limit"]
+__all__ = ["CLAIM_PREFIX", "Claim", "Claims", "Intent", "check_retry", "expected_of", "size_limit"]
 
 CLAIM_PREFIX = "finalizing-"
 INTENT_SUFFIX = ".intent"
@@ -266,6 +266,24 @@ def expected_of(
         blake3=_agreed(blake3, row.expected_blake3, "blake3"),
         size=row.declared_size,
     )
+
+
+async def check_retry(
+    intent: Intent,
+    row: sa.Row[tuple[object, ...]],
+    sha256: Digest | None,
+    blake3: Digest | None,
+    body: AsyncIterable[bytes] | None,
+) -> None:
+    """A PUT retried after a claim: its body is drained unread, its digests must name the blob.
+
+    Raises:
+        DigestMismatchError, InvalidInputError: the PUT names another blob (the session stays).
+    """
+    if body is not None:
+        async for _ in body:
+            pass
+    check_expected(intent.digests, expected_of(row, sha256, blake3))
 
 
 def size_limit(row: sa.Row[tuple[object, ...]], limits: UploadSettings) -> int:

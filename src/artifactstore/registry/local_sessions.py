@@ -35,7 +35,7 @@ from artifactstore.errors import (
     disk_space_checked,
 )
 from artifactstore.registry import session_rows
-from artifactstore.registry.finalize import Claims, Intent, expected_of, size_limit
+from artifactstore.registry.finalize import Claims, Intent, check_retry, expected_of, size_limit
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, check_expected, write_chunk
 from artifactstore.staged_file import StagedFile
 from artifactstore.storage.streams import coalesce
@@ -150,10 +150,7 @@ class LocalSessions:
                     self.claims.take(session_id, claim, Intent(digests, targets, actor))
                 self._hashers.pop(session_id, None)
             else:  # a claim left by a failed or crashed finalize
-                if last_chunk is not None:
-                    async for _ in last_chunk:
-                        pass
-                check_expected(claim.intent.digests, expected_of(row, sha256, blake3))
+                await check_retry(claim.intent, row, sha256, blake3, last_chunk)
             try:
                 blob = await self.claims.complete(claim, actor=actor)
             except UploadNotFoundError:

@@ -36,7 +36,7 @@ from artifactstore.errors import (
 )
 from artifactstore.events import BlobStored
 from artifactstore.registry import session_rows
-from artifactstore.registry.finalize import Intent, expected_of, size_limit
+from artifactstore.registry.finalize import Intent, check_retry, expected_of, size_limit
 from artifactstore.registry.ingest import INGEST_PIECE_BYTES, check_expected
 from artifactstore.registry.staged_parts import StagedParts
 from artifactstore.storage.streams import coalesce
@@ -149,11 +149,8 @@ class SharedSessions:
             if row.claim is None:
                 intent = await self._claim(row, sha256=sha256, blake3=blake3, actor=actor)
             else:  # claimed by a finalize that failed or died: finish it
-                if last_chunk is not None:
-                    async for _ in last_chunk:
-                        pass
                 intent = _intent_of(row)
-                check_expected(intent.digests, expected_of(row, sha256, blake3))
+                await check_retry(intent, row, sha256, blake3, last_chunk)
             return await self.complete(session_id, intent, actor=actor)
 
     async def _claim(
